@@ -1,0 +1,42 @@
+//! Errors of the metadata layer. Each variant names the values that were wrong;
+//! the Kafka front maps them to Kafka error codes in one place.
+
+use thiserror::Error;
+
+/// A request to change metadata that the controller refused.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ControllerError {
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic { name: String, reason: String },
+    #[error("topic {name:?} already exists")]
+    TopicAlreadyExists { name: String },
+    #[error("unknown topic {name:?}")]
+    UnknownTopic { name: String },
+    #[error("unknown topic id {id}")]
+    UnknownTopicId { id: String },
+    #[error("invalid number of partitions {partitions} for topic {topic:?}: {reason}")]
+    InvalidPartitions { topic: String, partitions: i32, reason: String },
+    #[error("invalid replication factor {replication_factor}: {reason}")]
+    InvalidReplicationFactor { replication_factor: i32, reason: String },
+    #[error("invalid replica assignment: {reason}")]
+    InvalidReplicaAssignment { reason: String },
+    #[error("invalid value {value:?} for configuration {key}: {reason}")]
+    InvalidConfig { key: String, value: String, reason: String },
+    #[error("invalid request: {reason}")]
+    InvalidRequest { reason: String },
+    #[error("metadata log failure: {0}")]
+    Log(#[from] MetadataError),
+}
+
+/// A failure of the metadata log itself (I/O, a corrupt record, shutdown).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum MetadataError {
+    #[error("metadata log I/O error at {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("corrupt metadata record at line {line} of {path}: {message}")]
+    Corrupt { path: String, line: usize, message: String },
+    #[error("metadata log is shut down")]
+    ShutDown,
+    #[error("not the active controller")]
+    NotController,
+}

@@ -1,0 +1,281 @@
+//! Topic-level configuration: the keys Rafka supports, their types, broker-level
+//! synonyms and Kafka defaults, and the validation every write goes through.
+//!
+//! Only keys that the broker actually enforces are listed; anything else is refused
+//! with INVALID_CONFIG rather than silently stored.
+
+use std::collections::BTreeMap;
+
+use crate::error::ControllerError;
+
+/// Kafka's `ConfigType` as used on the wire by DescribeConfigs (v3+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    List = 7,
+}
+
+/// One supported topic configuration key.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    /// The broker-level key whose value is the default for every topic.
+    pub broker_synonym: &'static str,
+    pub config_type: ConfigType,
+    /// Kafka's default when neither the topic nor the broker sets it.
+    pub kafka_default: &'static str,
+    pub documentation: &'static str,
+    validate: fn(&str) -> Result<String, String>,
+}
+
+impl TopicConfigDef {
+    /// Validates `value`, returning its normalised form.
+    pub fn validate(&self, value: &str) -> Result<String, ControllerError> {
+        (self.validate)(value).map_err(|reason| ControllerError::InvalidConfig {
+            key: self.name.to_string(),
+            value: value.to_string(),
+            reason,
+        })
+    }
+}
+
+fn long_at_least(min: i64) -> impl Fn(&str) -> Result<String, String> {
+    move |v: &str| match v.trim().parse::<i64>() {
+        Ok(n) if n >= min => Ok(n.to_string()),
+        Ok(n) => Err(format!("must be at least {min}, got {n}")),
+        Err(_) => Err("not a whole number".to_string()),
+    }
+}
+
+fn int_at_least(min: i64) -> impl Fn(&str) -> Result<String, String> {
+    move |v: &str| {
+        let n = long_at_least(min)(v)?;
+        n.parse::<i32>()
+            .map(|n| n.to_string())
+            .map_err(|_| "does not fit a 32-bit integer".to_string())
+    }
+}
+
+fn validate_retention(v: &str) -> Result<String, String> {
+    long_at_least(-1)(v)
+}
+fn validate_segment_bytes(v: &str) -> Result<String, String> {
+    int_at_least(14)(v)
+}
+fn validate_segment_ms(v: &str) -> Result<String, String> {
+    long_at_least(1)(v)
+}
+fn validate_min_isr(v: &str) -> Result<String, String> {
+    int_at_least(1)(v)
+}
+fn validate_max_message_bytes(v: &str) -> Result<String, String> {
+    int_at_least(0)(v)
+}
+fn validate_cleanup_policy(v: &str) -> Result<String, String> {
+    let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if items.is_empty() {
+        return Err("must name at least one policy".to_string());
+    }
+    for item in &items {
+        match *item {
+            "delete" => {}
+            "compact" => {
+                return Err("log compaction is not supported yet; use \"delete\"".to_string())
+            }
+            other => return Err(format!("unknown policy {other:?}; valid: delete")),
+        }
+    }
+    Ok(items.join(","))
+}
+fn validate_timestamp_type(v: &str) -> Result<String, String> {
+    match v.trim() {
+        "CreateTime" | "LogAppendTime" => Ok(v.trim().to_string()),
+        _ => Err("must be CreateTime or LogAppendTime".to_string()),
+    }
+}
+
+/// Every topic configuration key Rafka supports, sorted by name.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        broker_synonym: "log.cleanup.policy",
+        config_type: ConfigType::List,
+        kafka_default: "delete",
+        documentation: "What happens to old segments: \"delete\" removes them by retention time and size.",
+        validate: validate_cleanup_policy,
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        broker_synonym: "message.max.bytes",
+        config_type: ConfigType::Int,
+        kafka_default: "1048588",
+        documentation: "Largest record batch the broker accepts for this topic.",
+        validate: validate_max_message_bytes,
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_synonym: "log.message.timestamp.type",
+        config_type: ConfigType::String,
+        kafka_default: "CreateTime",
+        documentation: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock.",
+        validate: validate_timestamp_type,
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        broker_synonym: "min.insync.replicas",
+        config_type: ConfigType::Int,
+        kafka_default: "1",
+        documentation: "Smallest ISR with which an acks=all produce is accepted.",
+        validate: validate_min_isr,
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        broker_synonym: "log.retention.bytes",
+        config_type: ConfigType::Long,
+        kafka_default: "-1",
+        documentation: "Largest size a partition grows to before old segments are deleted; -1 for no limit.",
+        validate: validate_retention,
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        broker_synonym: "log.retention.ms",
+        config_type: ConfigType::Long,
+        kafka_default: "604800000",
+        documentation: "How long a segment is kept after its newest record; -1 for ever.",
+        validate: validate_retention,
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        broker_synonym: "log.segment.bytes",
+        config_type: ConfigType::Int,
+        kafka_default: "1073741824",
+        documentation: "Size at which a partition rolls to a new segment file.",
+        validate: validate_segment_bytes,
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        broker_synonym: "log.roll.ms",
+        config_type: ConfigType::Long,
+        kafka_default: "604800000",
+        documentation: "Age at which a partition rolls to a new segment file even if it is not full.",
+        validate: validate_segment_ms,
+    },
+];
+
+/// Looks up a supported topic configuration key.
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Validates one topic override, naming the key in the error when it is not supported.
+pub fn validate_topic_config(key: &str, value: &str) -> Result<String, ControllerError> {
+    match topic_config_def(key) {
+        Some(def) => def.validate(value),
+        None => Err(ControllerError::InvalidConfig {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: "not a topic configuration Rafka supports".to_string(),
+        }),
+    }
+}
+
+/// Where a topic's effective value came from (Kafka's `ConfigSource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// The broker's defaults for topic configuration, computed once from the server
+/// configuration: for every supported key, its value and whether the broker
+/// configuration set it explicitly.
+#[derive(Debug, Clone, Default)]
+pub struct TopicDefaults {
+    values: BTreeMap<&'static str, (String, ConfigSource)>,
+}
+
+impl TopicDefaults {
+    /// Defaults from broker-level settings; `broker_value(synonym)` returns the value the
+    /// broker configuration set explicitly, if any.
+    pub fn from_broker(broker_value: impl Fn(&str) -> Option<String>) -> TopicDefaults {
+        let values = TOPIC_CONFIGS
+            .iter()
+            .map(|def| {
+                let entry = match broker_value(def.broker_synonym) {
+                    Some(v) => (v, ConfigSource::StaticBroker),
+                    None => (def.kafka_default.to_string(), ConfigSource::Default),
+                };
+                (def.name, entry)
+            })
+            .collect();
+        TopicDefaults { values }
+    }
+
+    /// The effective value of `key` for a topic with `overrides`, and its source.
+    pub fn effective(
+        &self,
+        key: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> Option<(String, ConfigSource)> {
+        if let Some(v) = overrides.get(key) {
+            return Some((v.clone(), ConfigSource::DynamicTopic));
+        }
+        self.values.get(key).cloned()
+    }
+
+    /// The broker default for `key` and its source.
+    pub fn default_of(&self, key: &str) -> Option<&(String, ConfigSource)> {
+        self.values.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_valid_values() {
+        assert_eq!(validate_topic_config("retention.ms", " 1000 ").unwrap(), "1000");
+        assert_eq!(validate_topic_config("cleanup.policy", "delete").unwrap(), "delete");
+        assert_eq!(
+            validate_topic_config("message.timestamp.type", "LogAppendTime").unwrap(),
+            "LogAppendTime"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_key_and_value() {
+        let err = validate_topic_config("retention.ms", "soon").unwrap_err();
+        assert!(err.to_string().contains("retention.ms"));
+        assert!(err.to_string().contains("soon"));
+        assert!(validate_topic_config("min.insync.replicas", "0").is_err());
+        assert!(validate_topic_config("segment.bytes", "99999999999").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact").is_err());
+        assert!(validate_topic_config("no.such.key", "1").is_err());
+    }
+
+    #[test]
+    fn topic_override_beats_broker_value_beats_kafka_default() {
+        let defaults = TopicDefaults::from_broker(|k| {
+            (k == "log.retention.ms").then(|| "5000".to_string())
+        });
+        let mut overrides = BTreeMap::new();
+        assert_eq!(
+            defaults.effective("retention.ms", &overrides),
+            Some(("5000".to_string(), ConfigSource::StaticBroker))
+        );
+        assert_eq!(
+            defaults.effective("segment.bytes", &overrides),
+            Some(("1073741824".to_string(), ConfigSource::Default))
+        );
+        overrides.insert("retention.ms".to_string(), "7".to_string());
+        assert_eq!(
+            defaults.effective("retention.ms", &overrides),
+            Some(("7".to_string(), ConfigSource::DynamicTopic))
+        );
+    }
+}
