@@ -1,0 +1,75 @@
+//! What every request handler can see: the node's identity and listeners, the
+//! metadata image and controller, the hosted partitions, and the broker's limits.
+
+use std::sync::Arc;
+
+use rafka_metadata::topic_config::TopicDefaults;
+use rafka_metadata::{Controller, MetadataImage, MetadataLog};
+
+use crate::replica_manager::ReplicaManager;
+
+/// A client listener: where it binds and what it tells clients to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub security_protocol: String,
+    pub bind_host: String,
+    pub bind_port: u16,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+/// Broker-wide limits and switches that handlers enforce.
+#[derive(Debug, Clone)]
+pub struct BrokerLimits {
+    pub auto_create_topics: bool,
+    pub socket_request_max_bytes: usize,
+    /// How long a handler waits for this broker to act on a metadata change it committed.
+    pub metadata_apply_timeout_ms: u64,
+}
+
+/// One broker configuration entry, for DescribeConfigs on a BROKER resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    pub is_sensitive: bool,
+    /// Set explicitly (file, environment or flag) rather than defaulted.
+    pub explicitly_set: bool,
+}
+
+/// Shared state of one broker, handed to every connection.
+pub struct BrokerContext {
+    pub node_id: i32,
+    pub cluster_id: String,
+    pub listeners: Vec<Listener>,
+    pub metadata: Arc<dyn MetadataLog>,
+    pub controller: Arc<Controller>,
+    pub replicas: Arc<ReplicaManager>,
+    pub limits: BrokerLimits,
+    pub broker_configs: Vec<ConfigEntry>,
+}
+
+impl std::fmt::Debug for BrokerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerContext")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BrokerContext {
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.metadata.image()
+    }
+
+    pub fn topic_defaults(&self) -> &TopicDefaults {
+        self.replicas.topic_defaults()
+    }
+
+    /// The active controller's id. A single-node quorum's controller is this node.
+    pub fn controller_id(&self) -> i32 {
+        self.node_id
+    }
+}

@@ -1,0 +1,205 @@
+//! Produce: validate and append now (in connection order), acknowledge later.
+//!
+//! `acks=0` sends no response at all, `acks=1` answers after the leader's append, and
+//! `acks=all` waits until the high watermark passes the batch or the request's timeout
+//! expires (REQUEST_TIMED_OUT). Every partition gets its own error code; one bad
+//! partition never fails the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind, TopicName};
+use kafka_protocol::ResponseError;
+use rafka_storage::batch::BatchHeader;
+use uuid::Uuid;
+
+use super::{message, now_ms, Pending};
+use crate::context::BrokerContext;
+use crate::errors::KafkaError;
+use crate::partition::Partition;
+
+/// Per-partition outcome of the append phase.
+struct Appended {
+    partition: Arc<Partition>,
+    response: PartitionProduceResponse,
+    /// Offset the high watermark must reach for acks=all.
+    required_hw: i64,
+}
+
+enum Outcome {
+    Appended(Appended),
+    Failed(PartitionProduceResponse),
+}
+
+fn failed(index: i32, error: KafkaError) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_error_message(message(&error.message))
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+}
+
+/// Rejects what this broker does not accept before touching the log.
+fn check_batches(records: &[u8]) -> Result<(), KafkaError> {
+    if records.len() < BatchHeader::SIZE {
+        return Err(KafkaError::with_message(
+            ResponseError::CorruptMessage,
+            format!("record set of {} bytes is shorter than a batch header", records.len()),
+        ));
+    }
+    if records[16] != 2 {
+        return Err(KafkaError::with_message(
+            ResponseError::UnsupportedForMessageFormat,
+            format!("record batch magic {} is not supported; produce v3+ requires magic 2", records[16]),
+        ));
+    }
+    let header = BatchHeader::parse(records)?;
+    if header.total_size() != records.len() {
+        return Err(KafkaError::with_message(
+            ResponseError::InvalidRecord,
+            "a produce request must carry exactly one record batch per partition",
+        ));
+    }
+    if header.is_transactional() || header.producer_id >= 0 {
+        return Err(KafkaError::with_message(
+            ResponseError::InvalidRecord,
+            "idempotent and transactional batches need InitProducerId, which this broker does not offer yet",
+        ));
+    }
+    Ok(())
+}
+
+fn append_one(
+    ctx: &BrokerContext,
+    topic: &str,
+    topic_known: bool,
+    index: i32,
+    records: Option<bytes::Bytes>,
+    acks: i16,
+    now: i64,
+) -> Outcome {
+    let Some(partition) = ctx.replicas.get(topic, index) else {
+        let error = if topic_known {
+            ResponseError::NotLeaderOrFollower
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let mut response = failed(index, error.into());
+        if let Some(p) = ctx.image().partition(topic, index) {
+            response = response.with_current_leader(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(p.leader))
+                    .with_leader_epoch(p.leader_epoch),
+            );
+        }
+        return Outcome::Failed(response);
+    };
+    let records = records.unwrap_or_default();
+    if let Err(e) = check_batches(&records) {
+        return Outcome::Failed(failed(index, e));
+    }
+    match partition.append_as_leader(BytesMut::from(records), acks, now) {
+        Ok(info) => {
+            let log_start = partition.log().map(|l| l.log_start_offset()).unwrap_or(-1);
+            Outcome::Appended(Appended {
+                response: PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_base_offset(info.base_offset)
+                    .with_log_append_time_ms(info.log_append_time)
+                    .with_log_start_offset(log_start),
+                required_hw: info.last_offset + 1,
+                partition,
+            })
+        }
+        Err(e) => {
+            let state = partition.state();
+            Outcome::Failed(failed(index, e).with_current_leader(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(state.leader))
+                    .with_leader_epoch(state.leader_epoch),
+            ))
+        }
+    }
+}
+
+/// Appends every partition's batch and returns the acknowledgement to wait for.
+pub fn start(ctx: Arc<BrokerContext>, request: ProduceRequest, version: i16) -> Pending {
+    let acks = request.acks;
+    let now = now_ms();
+    let image = ctx.image();
+    let mut topics: Vec<(TopicName, Uuid, Vec<Outcome>)> = Vec::new();
+    for topic in request.topic_data {
+        // v13+ names topics by id only.
+        let resolved = if version >= 13 {
+            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.name.0.to_string())
+        };
+        let outcomes = topic
+            .partition_data
+            .into_iter()
+            .map(|p| {
+                if !matches!(acks, -1..=1) {
+                    return Outcome::Failed(failed(
+                        p.index,
+                        KafkaError::with_message(ResponseError::InvalidRequiredAcks, format!("acks={acks} is not one of -1, 0, 1")),
+                    ));
+                }
+                match &resolved {
+                    Some(name) => {
+                        let known = image.topic_by_name(name).is_some();
+                        append_one(&ctx, name, known, p.index, p.records, acks, now)
+                    }
+                    None => Outcome::Failed(failed(p.index, ResponseError::UnknownTopicId.into())),
+                }
+            })
+            .collect();
+        topics.push((topic.name, topic.topic_id, outcomes));
+    }
+    if acks == 0 {
+        return Box::pin(std::future::ready(None));
+    }
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, topic_id, outcomes) in topics {
+            let mut partitions = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                partitions.push(match outcome {
+                    Outcome::Failed(r) => r,
+                    Outcome::Appended(a) if acks == 1 => a.response,
+                    Outcome::Appended(a) => wait_for_replication(a, deadline).await,
+                });
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_topic_id(topic_id)
+                    .with_partition_responses(partitions),
+            );
+        }
+        Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+    })
+}
+
+async fn wait_for_replication(appended: Appended, deadline: tokio::time::Instant) -> PartitionProduceResponse {
+    let mut hw = appended.partition.watch_high_watermark();
+    let reached = tokio::time::timeout_at(deadline, hw.wait_for(|hw| *hw >= appended.required_hw)).await;
+    match reached {
+        Ok(Ok(_)) => appended.response,
+        _ => failed(
+            appended.response.index,
+            KafkaError::with_message(
+                ResponseError::RequestTimedOut,
+                "the batch was not replicated to the in-sync replicas before the request timeout",
+            ),
+        ),
+    }
+}

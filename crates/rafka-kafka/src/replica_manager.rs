@@ -1,0 +1,351 @@
+//! The partitions this broker hosts, kept in step with the metadata image.
+//!
+//! [`ReplicaManager::apply_image`] is the broker's reaction to a metadata delta: it
+//! opens logs for partitions newly assigned here, updates leader/ISR state and log
+//! configuration of the ones it has, and deletes the logs of partitions that are gone
+//! (deleted topics, or a directory left over from an older topic of the same name,
+//! recognised by the topic id in `partition.metadata`). After each image it publishes
+//! the image offset it has applied, so a handler that committed a change can wait until
+//! this broker acts on it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use rafka_metadata::topic_config::TopicDefaults;
+use rafka_metadata::{MetadataImage, TopicImage};
+use rafka_storage::{LogConfig, StorageError, TimestampType};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::partition::{recorded_topic_id, Partition, ReplicaState};
+
+/// Name of the metadata log's directory inside a log dir (never treated as a partition).
+pub const METADATA_DIR_NAME: &str = "__cluster_metadata-0";
+
+/// Key of a hosted partition.
+pub type TopicPartition = (String, i32);
+
+/// The broker's hosted partitions.
+pub struct ReplicaManager {
+    node_id: i32,
+    log_dirs: Vec<PathBuf>,
+    defaults: TopicDefaults,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Partition directories found on disk at start-up, not yet claimed by the image.
+    unclaimed_dirs: parking_lot::Mutex<Option<HashMap<TopicPartition, PathBuf>>>,
+    applied: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for ReplicaManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaManager")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits `orders-12` into `("orders", 12)`.
+pub fn parse_partition_dir_name(name: &str) -> Option<TopicPartition> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    let partition: i32 = partition.parse().ok()?;
+    if topic.is_empty() || partition < 0 || name == METADATA_DIR_NAME {
+        return None;
+    }
+    Some((topic.to_string(), partition))
+}
+
+/// The log configuration of a topic: its overrides over the broker defaults.
+pub fn log_config_for(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> LogConfig {
+    let get = |key: &str| -> String {
+        defaults
+            .effective(key, overrides)
+            .map(|(v, _)| v)
+            .unwrap_or_default()
+    };
+    let num = |key: &str| -> i64 { get(key).parse().unwrap_or(-1) };
+    let optional = |key: &str| -> Option<i64> { Some(num(key)).filter(|v| *v >= 0) };
+    LogConfig {
+        segment_bytes: num("segment.bytes").max(14) as u64,
+        segment_ms: optional("segment.ms"),
+        retention_ms: optional("retention.ms"),
+        retention_bytes: optional("retention.bytes").map(|v| v as u64),
+        max_message_bytes: num("max.message.bytes").clamp(0, i32::MAX as i64) as u32,
+        timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        },
+        delete_retention: get("cleanup.policy").split(',').any(|p| p.trim() == "delete"),
+        ..LogConfig::default()
+    }
+}
+
+fn min_insync_replicas(defaults: &TopicDefaults, topic: &TopicImage) -> usize {
+    defaults
+        .effective("min.insync.replicas", &topic.configs)
+        .and_then(|(v, _)| v.parse().ok())
+        .unwrap_or(1)
+}
+
+impl ReplicaManager {
+    /// Scans `log_dirs` for existing partition directories; nothing is opened until
+    /// the first image says which of them this broker hosts.
+    pub fn new(node_id: i32, log_dirs: Vec<PathBuf>, defaults: TopicDefaults) -> std::io::Result<ReplicaManager> {
+        let mut found = HashMap::new();
+        for dir in &log_dirs {
+            std::fs::create_dir_all(dir)?;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                if !entry.file_type()?.is_dir() {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().to_string();
+                if let Some(tp) = parse_partition_dir_name(&name) {
+                    found.insert(tp, entry.path());
+                }
+            }
+        }
+        let (applied, _) = watch::channel(0);
+        Ok(ReplicaManager {
+            node_id,
+            log_dirs,
+            defaults,
+            partitions: RwLock::new(HashMap::new()),
+            unclaimed_dirs: parking_lot::Mutex::new(Some(found)),
+            applied,
+        })
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    pub fn topic_defaults(&self) -> &TopicDefaults {
+        &self.defaults
+    }
+
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().values().cloned().collect()
+    }
+
+    /// The image offset this broker has fully acted on.
+    pub fn applied_offset(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until this broker has acted on the image at `offset` (or `timeout` passes).
+    pub async fn wait_applied(&self, offset: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= offset))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn choose_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        let counts = {
+            let partitions = self.partitions.read();
+            let mut counts: HashMap<&Path, usize> = HashMap::new();
+            for p in partitions.values() {
+                if let Some(parent) = p.dir().parent() {
+                    *counts.entry(parent).or_default() += 1;
+                }
+            }
+            self.log_dirs
+                .iter()
+                .map(|d| counts.get(d.as_path()).copied().unwrap_or(0))
+                .collect::<Vec<_>>()
+        };
+        let (i, _) = counts
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| **c)
+            .unwrap_or((0, &0));
+        self.log_dirs[i].join(format!("{topic}-{partition}"))
+    }
+
+    /// Brings the hosted partitions in line with `image`. Storage errors on one partition
+    /// are logged and leave that partition out; the rest proceed.
+    pub fn apply_image(&self, image: &MetadataImage) {
+        let mut wanted: HashMap<TopicPartition, (&TopicImage, ReplicaState)> = HashMap::new();
+        for topic in image.topics.values() {
+            for p in topic.partitions.values() {
+                if p.replicas.contains(&self.node_id) {
+                    wanted.insert(
+                        (topic.name.clone(), p.partition),
+                        (
+                            topic,
+                            ReplicaState {
+                                leader: p.leader,
+                                leader_epoch: p.leader_epoch,
+                                partition_epoch: p.partition_epoch,
+                                replicas: p.replicas.clone(),
+                                isr: p.isr.clone(),
+                                min_insync_replicas: min_insync_replicas(&self.defaults, topic),
+                            },
+                        ),
+                    );
+                }
+            }
+        }
+
+        // Remove partitions that are gone or belong to an older topic of the same name.
+        let removed: Vec<Arc<Partition>> = {
+            let mut partitions = self.partitions.write();
+            let gone: Vec<TopicPartition> = partitions
+                .iter()
+                .filter(|(tp, p)| match wanted.get(*tp) {
+                    Some((topic, _)) => topic.topic_id != p.topic_id,
+                    None => true,
+                })
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            gone.iter().filter_map(|tp| partitions.remove(tp)).collect()
+        };
+        for p in removed {
+            info!(topic = %p.topic, partition = p.index, "deleting partition log");
+            if let Err(e) = p.delete() {
+                warn!(topic = %p.topic, partition = p.index, error = %e, "failed to delete partition log");
+            }
+        }
+
+        let mut unclaimed = self.unclaimed_dirs.lock().take().unwrap_or_default();
+        for (tp, (topic, state)) in &wanted {
+            let existing = self.get(&tp.0, tp.1);
+            match existing {
+                Some(p) => {
+                    if p.state() != *state {
+                        p.set_state(state.clone());
+                    }
+                    let config = log_config_for(&self.defaults, &topic.configs);
+                    if let Ok(log) = p.log() {
+                        if log.config() != config {
+                            log.update_config(config);
+                        }
+                    }
+                }
+                None => {
+                    let dir = match unclaimed.remove(tp) {
+                        Some(dir) if recorded_topic_id(&dir) == Some(topic.topic_id) => dir,
+                        Some(stale) => {
+                            warn!(dir = %stale.display(), "removing a partition directory of an older topic with the same name");
+                            if let Err(e) = std::fs::remove_dir_all(&stale) {
+                                warn!(dir = %stale.display(), error = %e, "cannot remove stale partition directory");
+                            }
+                            self.choose_dir(&tp.0, tp.1)
+                        }
+                        None => self.choose_dir(&tp.0, tp.1),
+                    };
+                    match self.open_partition(dir, topic.topic_id, tp, topic, state.clone()) {
+                        Ok(p) => {
+                            self.partitions.write().insert(tp.clone(), Arc::new(p));
+                        }
+                        Err(e) => {
+                            warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot open partition log");
+                        }
+                    }
+                }
+            }
+        }
+        // Directories on disk that the image does not assign here are strays from topics
+        // deleted while this broker was down.
+        for (tp, dir) in unclaimed {
+            warn!(topic = %tp.0, partition = tp.1, dir = %dir.display(), "removing stray partition directory not in the metadata");
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot remove stray partition directory");
+            }
+        }
+        *self.unclaimed_dirs.lock() = Some(HashMap::new());
+        self.applied.send_replace(image.offset);
+    }
+
+    fn open_partition(
+        &self,
+        dir: PathBuf,
+        topic_id: Uuid,
+        tp: &TopicPartition,
+        topic: &TopicImage,
+        state: ReplicaState,
+    ) -> Result<Partition, StorageError> {
+        let config = log_config_for(&self.defaults, &topic.configs);
+        Partition::open(dir, &tp.0, topic_id, tp.1, self.node_id, config, state)
+    }
+
+    /// Time and size retention plus time-based rolling, for every partition.
+    pub fn enforce_retention(&self, now_ms: i64) {
+        for p in self.all() {
+            let Ok(log) = p.log() else { continue };
+            if let Err(e) = log.maybe_roll(now_ms) {
+                warn!(topic = %p.topic, partition = p.index, error = %e, "segment roll failed");
+            }
+            match log.apply_retention(now_ms) {
+                Ok(0) => {}
+                Ok(n) => info!(topic = %p.topic, partition = p.index, segments = n, log_start_offset = log.log_start_offset(), "retention deleted segments"),
+                Err(e) => warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// Flushes every partition and checkpoints recovery points and high watermarks.
+    pub fn flush_all(&self) {
+        for p in self.all() {
+            if let Err(e) = p.flush() {
+                warn!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+            }
+        }
+    }
+
+    /// Closes every partition cleanly (shutdown).
+    pub fn close_all(&self) {
+        let all: Vec<_> = self.partitions.write().drain().map(|(_, p)| p).collect();
+        for p in all {
+            if let Err(e) = p.close() {
+                warn!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+            }
+        }
+    }
+
+    /// Topic names this broker hosts at least one partition of.
+    pub fn hosted_topics(&self) -> HashSet<String> {
+        self.partitions.read().keys().map(|(t, _)| t.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_dir_names_parse_like_kafka() {
+        assert_eq!(parse_partition_dir_name("orders-3"), Some(("orders".into(), 3)));
+        assert_eq!(parse_partition_dir_name("my-topic-10"), Some(("my-topic".into(), 10)));
+        assert_eq!(parse_partition_dir_name("nodash"), None);
+        assert_eq!(parse_partition_dir_name("x-y"), None);
+        assert_eq!(parse_partition_dir_name(METADATA_DIR_NAME), None);
+    }
+
+    #[test]
+    fn topic_overrides_reach_the_log_config() {
+        let defaults = TopicDefaults::from_broker(|_| None);
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.ms".to_string(), "-1".to_string());
+        overrides.insert("segment.bytes".to_string(), "4096".to_string());
+        overrides.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
+        let c = log_config_for(&defaults, &overrides);
+        assert_eq!(c.retention_ms, None);
+        assert_eq!(c.segment_bytes, 4096);
+        assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(c.max_message_bytes, 1048588);
+        assert!(c.delete_retention);
+    }
+}

@@ -1,0 +1,578 @@
+//! Broker configuration: Kafka `server.properties` keys, read from a file, then the
+//! environment, then `--override` flags (each later source wins), parsed and validated
+//! once into a typed [`BrokerConfig`] before anything starts.
+//!
+//! Environment variables follow the official apache/kafka image (`KAFKA_LOG_DIRS` sets
+//! `log.dirs`: `_` → `.`, `__` → `_`, `___` → `-`) and the Bitnami form
+//! (`KAFKA_CFG_LOG_DIRS`). An unknown key is reported once as a warning; an invalid
+//! value is an error whose one-line message names the key and the value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rafka_kafka::{ConfigEntry, Listener};
+use rafka_metadata::topic_config::{validate_topic_config, TopicDefaults};
+use thiserror::Error;
+
+use crate::properties;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for {key} (from {origin}): {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        origin: String,
+        reason: String,
+    },
+    #[error("cannot read config file {path}: {message}")]
+    Io { path: String, message: String },
+    #[error(transparent)]
+    Syntax(#[from] properties::PropertiesError),
+    #[error("--override {0:?} is not in key=value form")]
+    BadOverride(String),
+}
+
+/// Where a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File { path: String, line: usize },
+    Env(String),
+    Flag,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File { path, line } => write!(f, "{path}:{line}"),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::Flag => write!(f, "--override"),
+        }
+    }
+}
+
+/// A key's definition: its default (None = unset) and whether it is a secret.
+struct KeyDef {
+    name: &'static str,
+    default: Option<&'static str>,
+    sensitive: bool,
+}
+
+const fn key(name: &'static str, default: Option<&'static str>) -> KeyDef {
+    KeyDef { name, default, sensitive: false }
+}
+
+/// Every key Rafka reads. Aliases (`broker.id`, `log.dir`) are folded into these.
+const KNOWN_KEYS: &[KeyDef] = &[
+    key("node.id", Some("1")),
+    key("listeners", Some("PLAINTEXT://localhost:9092")),
+    key("advertised.listeners", None),
+    key(
+        "listener.security.protocol.map",
+        Some("PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"),
+    ),
+    key("log.dirs", Some("./rafka-data")),
+    key("num.partitions", Some("1")),
+    key("default.replication.factor", Some("1")),
+    key("auto.create.topics.enable", Some("true")),
+    key("message.max.bytes", Some("1048588")),
+    key("socket.request.max.bytes", Some("104857600")),
+    key("max.connections", Some("10000")),
+    key("log.segment.bytes", Some("1073741824")),
+    key("log.roll.ms", None),
+    key("log.roll.hours", Some("168")),
+    key("log.retention.ms", None),
+    key("log.retention.minutes", None),
+    key("log.retention.hours", Some("168")),
+    key("log.retention.bytes", Some("-1")),
+    key("log.retention.check.interval.ms", Some("300000")),
+    key("log.flush.offset.checkpoint.interval.ms", Some("60000")),
+    key("log.cleanup.policy", Some("delete")),
+    key("log.message.timestamp.type", Some("CreateTime")),
+    key("min.insync.replicas", Some("1")),
+    key("cluster.id", None),
+    key("broker.rack", None),
+];
+
+/// Aliases Kafka accepts for a key.
+const ALIASES: &[(&str, &str)] = &[("broker.id", "node.id"), ("log.dir", "log.dirs")];
+
+/// Environment variables of the official image that are not broker settings.
+const ENV_NOT_CONFIG: &[&str] = &[
+    "KAFKA_VERSION",
+    "KAFKA_HOME",
+    "KAFKA_DEBUG",
+    "KAFKA_GC_LOG_OPTS",
+    "KAFKA_HEAP_OPTS",
+    "KAFKA_JMX_OPTS",
+    "KAFKA_JMX_PORT",
+    "KAFKA_JMX_HOSTNAME",
+    "KAFKA_JVM_PERFORMANCE_OPTS",
+    "KAFKA_LOG",
+    "KAFKA_LOG4J_OPTS",
+    "KAFKA_LOG4J_ROOT_LOGLEVEL",
+    "KAFKA_LOG4J_LOGGERS",
+    "KAFKA_OPTS",
+    "KAFKA_TOOLS_LOG4J_LOGLEVEL",
+];
+
+/// `KAFKA_ADVERTISED_LISTENERS` → `advertised.listeners`, per the official image.
+pub fn env_var_to_key(var: &str) -> Option<String> {
+    let rest = if let Some(rest) = var.strip_prefix("KAFKA_CFG_") {
+        rest
+    } else {
+        if ENV_NOT_CONFIG.contains(&var) {
+            return None;
+        }
+        var.strip_prefix("KAFKA_")?
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    let lower = rest.to_ascii_lowercase();
+    Some(lower.replace("___", "-").replace("__", "\u{0}").replace('_', ".").replace('\u{0}', "_"))
+}
+
+/// The settings as given, before typing, with their origins.
+#[derive(Debug, Default, Clone)]
+pub struct Settings {
+    values: BTreeMap<String, (String, Origin)>,
+    unknown: BTreeMap<String, Origin>,
+}
+
+impl Settings {
+    fn set(&mut self, key: &str, value: String, origin: Origin) {
+        let key = ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == key)
+            .map(|(_, canonical)| *canonical)
+            .unwrap_or(key);
+        if KNOWN_KEYS.iter().any(|k| k.name == key) {
+            self.values.insert(key.to_string(), (value, origin));
+        } else {
+            self.unknown.insert(key.to_string(), origin);
+        }
+    }
+
+    /// Reads the sources in precedence order: file < environment < flags.
+    pub fn collect(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Settings, ConfigError> {
+        let mut settings = Settings::default();
+        if let Some(path) = file {
+            let display = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+                path: display.clone(),
+                message: e.to_string(),
+            })?;
+            for p in properties::parse(&text, &display)? {
+                settings.set(&p.key, p.value, Origin::File { path: display.clone(), line: p.line });
+            }
+        }
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        // Bitnami's KAFKA_CFG_ form wins over the plain form when both name a key.
+        env.sort_by_key(|(var, _)| var.starts_with("KAFKA_CFG_"));
+        for (var, value) in env {
+            if let Some(key) = env_var_to_key(&var) {
+                settings.set(&key, value, Origin::Env(var));
+            }
+        }
+        for o in overrides {
+            let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
+            if k.trim().is_empty() {
+                return Err(ConfigError::BadOverride(o.clone()));
+            }
+            settings.set(k.trim(), v.trim().to_string(), Origin::Flag);
+        }
+        Ok(settings)
+    }
+
+    /// Keys that Rafka does not know, with where they were set (to warn about once).
+    pub fn unknown_keys(&self) -> impl Iterator<Item = (&String, &Origin)> {
+        self.unknown.iter()
+    }
+
+    fn get(&self, key: &str) -> Option<&(String, Origin)> {
+        self.values.get(key)
+    }
+
+    fn is_set(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+}
+
+/// The typed, validated broker configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listeners: Vec<Listener>,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub log_retention_check_interval_ms: u64,
+    pub log_flush_offset_checkpoint_interval_ms: u64,
+    pub cluster_id: Option<String>,
+    pub broker_rack: Option<String>,
+    topic_defaults: BTreeMap<&'static str, String>,
+    settings: Settings,
+}
+
+struct Reader<'a> {
+    settings: &'a Settings,
+}
+
+impl Reader<'_> {
+    fn raw(&self, key: &str) -> (String, String) {
+        match self.settings.get(key) {
+            Some((v, origin)) => (v.clone(), origin.to_string()),
+            None => (
+                KNOWN_KEYS
+                    .iter()
+                    .find(|k| k.name == key)
+                    .and_then(|k| k.default)
+                    .unwrap_or("")
+                    .to_string(),
+                "default".to_string(),
+            ),
+        }
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        let (value, origin) = self.raw(key);
+        ConfigError::Invalid {
+            key: key.to_string(),
+            value,
+            origin,
+            reason: reason.into(),
+        }
+    }
+
+    fn string(&self, key: &str) -> String {
+        self.raw(key).0.trim().to_string()
+    }
+
+    fn optional(&self, key: &str) -> Option<String> {
+        self.settings.get(key).map(|(v, _)| v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+
+    fn long(&self, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+        let v = self.string(key);
+        let n: i64 = v.parse().map_err(|_| self.invalid(key, "not a whole number"))?;
+        if n < min || n > max {
+            return Err(self.invalid(key, format!("must be between {min} and {max}")));
+        }
+        Ok(n)
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool, ConfigError> {
+        match self.string(key).to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(self.invalid(key, "must be true or false")),
+        }
+    }
+}
+
+/// `NAME://host:port` entries of `listeners` / `advertised.listeners`.
+fn parse_listener_list(r: &Reader, key: &str) -> Result<Vec<(String, String, u16)>, ConfigError> {
+    let mut out: Vec<(String, String, u16)> = Vec::new();
+    for item in r.string(key).split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, address) = item
+            .split_once("://")
+            .ok_or_else(|| r.invalid(key, format!("{item:?} is not NAME://host:port")))?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| r.invalid(key, format!("{item:?} has no port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| r.invalid(key, format!("{item:?} has an invalid port")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let name = name.to_ascii_uppercase();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(r.invalid(key, format!("listener name {name:?} is not valid")));
+        }
+        if out.iter().any(|(n, _, _)| *n == name) {
+            return Err(r.invalid(key, format!("listener name {name} appears twice")));
+        }
+        out.push((name, host, port));
+    }
+    if out.is_empty() {
+        return Err(r.invalid(key, "no listener given"));
+    }
+    Ok(out)
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl BrokerConfig {
+    /// Reads and validates the configuration from all sources.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_settings(Settings::collect(file, env, overrides)?)
+    }
+
+    pub fn from_settings(settings: Settings) -> Result<BrokerConfig, ConfigError> {
+        let r = Reader { settings: &settings };
+        let node_id = r.long("node.id", 0, i32::MAX as i64)? as i32;
+
+        let protocol_map: BTreeMap<String, String> = r
+            .string("listener.security.protocol.map")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|pair| {
+                pair.split_once(':')
+                    .map(|(n, p)| (n.trim().to_ascii_uppercase(), p.trim().to_ascii_uppercase()))
+                    .ok_or_else(|| r.invalid("listener.security.protocol.map", format!("{pair:?} is not NAME:PROTOCOL")))
+            })
+            .collect::<Result<_, _>>()?;
+        let bound = parse_listener_list(&r, "listeners")?;
+        let advertised = if settings.is_set("advertised.listeners") {
+            parse_listener_list(&r, "advertised.listeners")?
+        } else {
+            bound.clone()
+        };
+        let mut listeners = Vec::new();
+        for (name, host, port) in &bound {
+            let protocol = protocol_map.get(name).cloned().ok_or_else(|| {
+                r.invalid("listener.security.protocol.map", format!("listener {name} has no security protocol"))
+            })?;
+            if protocol != "PLAINTEXT" {
+                return Err(r.invalid(
+                    "listeners",
+                    format!("listener {name} uses {protocol}; only PLAINTEXT listeners are supported so far"),
+                ));
+            }
+            let (adv_host, adv_port) = match advertised.iter().find(|(n, _, _)| n == name) {
+                Some((_, h, p)) => (h.clone(), *p),
+                None => (host.clone(), *port),
+            };
+            if adv_host == "0.0.0.0" || adv_host == "::" {
+                return Err(r.invalid(
+                    "advertised.listeners",
+                    format!("listener {name} advertises the wildcard address {adv_host}; clients cannot connect to it"),
+                ));
+            }
+            let adv_host = if adv_host.is_empty() { local_hostname() } else { adv_host };
+            listeners.push(Listener {
+                name: name.clone(),
+                security_protocol: protocol,
+                bind_host: if host.is_empty() { "0.0.0.0".to_string() } else { host.clone() },
+                bind_port: *port,
+                advertised_host: adv_host,
+                advertised_port: if adv_port == 0 { *port } else { adv_port },
+            });
+        }
+        if let Some((name, _, _)) = advertised.iter().find(|(n, _, _)| !bound.iter().any(|(b, _, _)| b == n)) {
+            return Err(r.invalid("advertised.listeners", format!("listener {name} is not in listeners")));
+        }
+
+        let log_dirs: Vec<PathBuf> = r
+            .string("log.dirs")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if log_dirs.is_empty() {
+            return Err(r.invalid("log.dirs", "no directory given"));
+        }
+
+        // Topic defaults from broker keys, validated with the topic rules.
+        let retention_ms = if settings.is_set("log.retention.ms") {
+            r.long("log.retention.ms", -1, i64::MAX)?
+        } else if settings.is_set("log.retention.minutes") {
+            let m = r.long("log.retention.minutes", -1, i64::MAX / 60_000)?;
+            if m < 0 { -1 } else { m * 60_000 }
+        } else {
+            let h = r.long("log.retention.hours", -1, i64::MAX / 3_600_000)?;
+            if h < 0 { -1 } else { h * 3_600_000 }
+        };
+        let roll_ms = if settings.is_set("log.roll.ms") {
+            r.long("log.roll.ms", 1, i64::MAX)?
+        } else {
+            r.long("log.roll.hours", 1, i64::MAX / 3_600_000)? * 3_600_000
+        };
+        let mut topic_defaults = BTreeMap::new();
+        let mut topic_default = |topic_key: &'static str, broker_key: &str, value: String| -> Result<(), ConfigError> {
+            let value = validate_topic_config(topic_key, &value).map_err(|e| r.invalid(broker_key, e.to_string()))?;
+            if settings.is_set(broker_key)
+                || (broker_key == "log.retention.ms"
+                    && (settings.is_set("log.retention.minutes") || settings.is_set("log.retention.hours")))
+                || (broker_key == "log.roll.ms" && settings.is_set("log.roll.hours"))
+            {
+                topic_defaults.insert(topic_key, value);
+            }
+            Ok(())
+        };
+        topic_default("retention.ms", "log.retention.ms", retention_ms.to_string())?;
+        topic_default("segment.ms", "log.roll.ms", roll_ms.to_string())?;
+        topic_default("retention.bytes", "log.retention.bytes", r.string("log.retention.bytes"))?;
+        topic_default("segment.bytes", "log.segment.bytes", r.string("log.segment.bytes"))?;
+        topic_default("max.message.bytes", "message.max.bytes", r.string("message.max.bytes"))?;
+        topic_default("min.insync.replicas", "min.insync.replicas", r.string("min.insync.replicas"))?;
+        topic_default("cleanup.policy", "log.cleanup.policy", r.string("log.cleanup.policy"))?;
+        topic_default("message.timestamp.type", "log.message.timestamp.type", r.string("log.message.timestamp.type"))?;
+
+        Ok(BrokerConfig {
+            node_id,
+            listeners,
+            log_dirs,
+            num_partitions: r.long("num.partitions", 1, 100_000)? as i32,
+            default_replication_factor: r.long("default.replication.factor", 1, i16::MAX as i64)? as i16,
+            auto_create_topics_enable: r.boolean("auto.create.topics.enable")?,
+            socket_request_max_bytes: r.long("socket.request.max.bytes", 1024, i32::MAX as i64)? as usize,
+            max_connections: r.long("max.connections", 1, 1_000_000)? as usize,
+            log_retention_check_interval_ms: r.long("log.retention.check.interval.ms", 1, i64::MAX)? as u64,
+            log_flush_offset_checkpoint_interval_ms: r.long("log.flush.offset.checkpoint.interval.ms", 1, i64::MAX)? as u64,
+            cluster_id: r.optional("cluster.id"),
+            broker_rack: r.optional("broker.rack"),
+            topic_defaults,
+            settings,
+        })
+    }
+
+    /// Topic-config defaults as set by this broker's configuration.
+    pub fn topic_defaults(&self) -> TopicDefaults {
+        TopicDefaults::from_broker(|synonym| {
+            rafka_metadata::topic_config::TOPIC_CONFIGS
+                .iter()
+                .find(|d| d.broker_synonym == synonym)
+                .and_then(|d| self.topic_defaults.get(d.name).cloned())
+        })
+    }
+
+    /// Keys that were set but are not Rafka settings.
+    pub fn unknown_keys(&self) -> Vec<(String, String)> {
+        self.settings.unknown_keys().map(|(k, o)| (k.clone(), o.to_string())).collect()
+    }
+
+    /// Every known key with its effective value (secrets masked), for the start-up log
+    /// and DescribeConfigs.
+    pub fn effective(&self) -> Vec<ConfigEntry> {
+        KNOWN_KEYS
+            .iter()
+            .map(|k| {
+                let value = self.settings.get(k.name).map(|(v, _)| v.clone()).or(k.default.map(str::to_string));
+                ConfigEntry {
+                    name: k.name.to_string(),
+                    value,
+                    is_sensitive: k.sensitive,
+                    explicitly_set: self.settings.is_set(k.name),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)], flags: &[&str]) -> Result<BrokerConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(&path, file).unwrap();
+        BrokerConfig::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            &flags.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn everything_defaults_to_a_local_single_node() {
+        let c = BrokerConfig::load(None, vec![], &[]).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.listeners[0].bind_host, "localhost");
+        assert_eq!(c.listeners[0].bind_port, 9092);
+        assert_eq!(c.listeners[0].advertised_host, "localhost");
+        assert_eq!(c.log_dirs, vec![PathBuf::from("./rafka-data")]);
+        assert!(c.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn env_names_map_like_the_official_image() {
+        assert_eq!(env_var_to_key("KAFKA_ADVERTISED_LISTENERS").unwrap(), "advertised.listeners");
+        assert_eq!(env_var_to_key("KAFKA_CFG_LOG_DIRS").unwrap(), "log.dirs");
+        assert_eq!(env_var_to_key("KAFKA_SOME__UNDER___DASH").unwrap(), "some_under-dash");
+        assert_eq!(env_var_to_key("KAFKA_HEAP_OPTS"), None);
+        assert_eq!(env_var_to_key("PATH"), None);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let c = load("num.partitions=2\nbroker.id=5\n", &[("KAFKA_NUM_PARTITIONS", "3")], &[]).unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.node_id, 5);
+        let c = load("num.partitions=2\n", &[("KAFKA_NUM_PARTITIONS", "3")], &["num.partitions=4"]).unwrap();
+        assert_eq!(c.num_partitions, 4);
+    }
+
+    #[test]
+    fn invalid_values_name_key_value_and_origin() {
+        let e = load("num.partitions=abc\n", &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("num.partitions") && e.contains("\"abc\"") && e.contains("server.properties:1"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = load("", &[("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "maybe")], &[]).unwrap_err().to_string();
+        assert!(e.contains("KAFKA_AUTO_CREATE_TOPICS_ENABLE"), "{e}");
+        assert!(load("log.retention.bytes=-5\n", &[], &[]).is_err());
+        assert!(load("listeners=PLAINTEXT://:99999\n", &[], &[]).is_err());
+        assert!(load("listeners=SSL://:9093\n", &[], &[]).is_err());
+        assert!(load("advertised.listeners=PLAINTEXT://0.0.0.0:9092\n", &[], &[]).is_err());
+        assert!(load("advertised.listeners=OTHER://h:1\n", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_not_fatal() {
+        let c = load("no.such.key=1\n", &[], &["another.one=2"]).unwrap();
+        let names: Vec<String> = c.unknown_keys().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names, vec!["another.one".to_string(), "no.such.key".to_string()]);
+    }
+
+    #[test]
+    fn listeners_and_advertised_listeners_pair_by_name() {
+        let c = load(
+            "listeners=PLAINTEXT://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092\n\
+             advertised.listeners=PLAINTEXT://broker-1:9092,EXTERNAL://localhost:19092\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,EXTERNAL:PLAINTEXT\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[1].name, "EXTERNAL");
+        assert_eq!(c.listeners[1].advertised_host, "localhost");
+        assert_eq!(c.listeners[1].advertised_port, 19092);
+        assert_eq!(c.listeners[0].advertised_host, "broker-1");
+    }
+
+    #[test]
+    fn retention_units_fold_into_topic_defaults() {
+        let c = load("log.retention.minutes=2\n", &[], &[]).unwrap();
+        let d = c.topic_defaults();
+        let overrides = BTreeMap::new();
+        assert_eq!(d.effective("retention.ms", &overrides).unwrap().0, "120000");
+        let c = load("log.retention.hours=1\nlog.retention.ms=5\n", &[], &[]).unwrap();
+        assert_eq!(c.topic_defaults().effective("retention.ms", &overrides).unwrap().0, "5");
+        let c = load("", &[], &[]).unwrap();
+        let (v, source) = c.topic_defaults().effective("retention.ms", &overrides).unwrap();
+        assert_eq!(v, "604800000");
+        assert_eq!(source, rafka_metadata::topic_config::ConfigSource::Default);
+    }
+}

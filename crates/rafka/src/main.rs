@@ -1,0 +1,79 @@
+//! The `rafka` binary: a Kafka-compatible broker and its command-line tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rafka_server::BrokerConfig;
+
+#[global_allocator]
+static ALLOCATOR: rafka_kafka::alloc_guard::GuardedAllocator = rafka_kafka::alloc_guard::GuardedAllocator;
+
+#[derive(Debug, Parser)]
+#[command(name = "rafka", version, about = "A Kafka-compatible broker written in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker. With no configuration at all it serves localhost:9092 with data in ./rafka-data.
+    ///
+    /// Settings use Kafka's server.properties keys. Sources, later ones winning: the
+    /// --config file, KAFKA_* / KAFKA_CFG_* environment variables (KAFKA_LOG_DIRS sets
+    /// log.dirs: '_' is '.', '__' is '_', '___' is '-'), then --override flags.
+    /// Log verbosity: RAFKA_LOG (e.g. debug, or rafka_kafka=debug), default info.
+    Server {
+        /// A server.properties file.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Set one key, e.g. --override log.dirs=/data (repeatable).
+        #[arg(long = "override", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFKA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}
+
+fn server(config: Option<PathBuf>, overrides: Vec<String>) -> anyhow::Result<()> {
+    let config = BrokerConfig::load(config.as_deref(), std::env::vars(), &overrides)?;
+    init_logging();
+    rafka_server::log_configuration(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(rafka_server::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server { config, overrides } => server(config, overrides),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rafka: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
