@@ -13,4 +13,4 @@ pub mod node;
 pub mod properties;
 
 pub use config::{BrokerConfig, ConfigError};
-pub use node::{log_configuration, run, NodeError};
+pub use node::{log_configuration, run, Node, NodeError};

@@ -8,6 +8,7 @@
 //! requests they started, stop background tasks, close every partition cleanly.
 
 use std::fs::File;
+use std::net::SocketAddr;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use rafka_metadata::Controller;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
@@ -75,159 +77,230 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs a node until `shutdown` resolves, then shuts it down gracefully.
-pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-    let span = tracing::info_span!("node", node = config.node_id);
-    run_inner(config, shutdown).instrument(span).await
+/// A started node. Dropping it without [`Node::shutdown`] aborts its tasks.
+pub struct Node {
+    node_id: i32,
+    addresses: Vec<(String, SocketAddr)>,
+    replicas: Arc<ReplicaManager>,
+    stop: watch::Sender<bool>,
+    listeners: JoinSet<()>,
+    tasks: JoinSet<()>,
+    span: tracing::Span,
+    _locks: Vec<File>,
 }
 
-async fn run_inner(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-    let started = Instant::now();
-    let node_id = config.node_id;
-    let _locks = lock_dirs(&config.log_dirs)?;
-    let stored_cluster_id = meta_properties::check_dirs(&config.log_dirs, node_id)?;
-
-    let mut bound = Vec::new();
-    for listener in &config.listeners {
-        let address = format!("{}:{}", listener.bind_host, listener.bind_port);
-        let socket = TcpListener::bind(&address).await.map_err(|e| NodeError::Bind {
-            listener: listener.name.clone(),
-            address: address.clone(),
-            message: e.to_string(),
-        })?;
-        bound.push((listener.name.clone(), socket));
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("node_id", &self.node_id).field("addresses", &self.addresses).finish()
     }
+}
 
-    let metadata_dir = config.log_dirs[0].join(rafka_kafka::replica_manager::METADATA_DIR_NAME);
-    let log = Arc::new(LocalMetadataLog::open(&metadata_dir)?);
-    let metadata: Arc<dyn MetadataLog> = log.clone();
-    let controller = Arc::new(Controller::new(
-        metadata.clone(),
-        TopicCreationDefaults {
-            num_partitions: config.num_partitions,
-            replication_factor: config.default_replication_factor,
-        },
-    ));
-    let proposed = stored_cluster_id
-        .clone()
-        .or_else(|| config.cluster_id.clone())
-        .unwrap_or_else(meta_properties::new_kafka_id);
-    let cluster_id = controller.ensure_cluster_id(&proposed).await?;
-    if let Some(configured) = &config.cluster_id {
-        if *configured != cluster_id {
-            return Err(NodeError::ClusterIdMismatch {
-                configured: configured.clone(),
-                actual: cluster_id,
-            });
-        }
-    }
-    meta_properties::stamp_dirs(&config.log_dirs, node_id, &cluster_id)?;
-
-    controller
-        .register_broker(BrokerRegistration {
-            broker_id: node_id,
-            incarnation_id: Uuid::new_v4(),
-            endpoints: config
-                .listeners
-                .iter()
-                .map(|l| BrokerEndpoint {
-                    listener: l.name.clone(),
-                    host: l.advertised_host.clone(),
-                    port: l.advertised_port,
-                    security_protocol: l.security_protocol.clone(),
-                })
-                .collect(),
-            rack: config.broker_rack.clone(),
-        })
-        .await?;
-
-    let replicas = Arc::new(
-        ReplicaManager::new(node_id, config.log_dirs.clone(), config.topic_defaults()).map_err(|e| NodeError::Dir {
-            path: config.log_dirs[0].display().to_string(),
-            message: e.to_string(),
-        })?,
-    );
-    let mut images = metadata.subscribe();
-    let first_image = images.borrow_and_update().clone();
-    tokio::task::block_in_place(|| replicas.apply_image(&first_image));
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-
-    // React to metadata changes.
-    {
-        let replicas = replicas.clone();
-        let mut stop = stop_rx.clone();
-        tasks.spawn(
-            async move {
-                loop {
-                    tokio::select! {
-                        _ = rafka_kafka::server::until_shutdown(&mut stop) => break,
-                        changed = images.changed() => {
-                            if changed.is_err() { break; }
-                            let image = images.borrow_and_update().clone();
-                            tokio::task::block_in_place(|| replicas.apply_image(&image));
-                        }
-                    }
-                }
-            }
-            .in_current_span(),
-        );
-    }
-    // Retention and time-based rolling.
-    spawn_periodic(&mut tasks, &stop_rx, config.log_retention_check_interval_ms, {
-        let replicas = replicas.clone();
-        move || replicas.enforce_retention(now_ms())
-    });
-    // Flush and checkpoint recovery points, so restart after a crash scans little.
-    spawn_periodic(&mut tasks, &stop_rx, config.log_flush_offset_checkpoint_interval_ms, {
-        let replicas = replicas.clone();
-        move || replicas.flush_all()
-    });
-
-    let ctx = Arc::new(BrokerContext {
-        node_id,
-        cluster_id: cluster_id.clone(),
-        listeners: config.listeners.clone(),
-        metadata: metadata.clone(),
-        controller,
-        replicas: replicas.clone(),
-        limits: BrokerLimits {
-            auto_create_topics: config.auto_create_topics_enable,
-            socket_request_max_bytes: config.socket_request_max_bytes,
-            metadata_apply_timeout_ms: 30_000,
-        },
-        broker_configs: config.effective(),
-    });
-    let tracker = ConnectionTracker::new(config.max_connections);
-    let mut listeners = tokio::task::JoinSet::new();
-    for (name, socket) in bound {
-        let address = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        info!(listener = %name, %address, "listening for Kafka clients");
-        listeners.spawn(
-            rafka_kafka::serve_listener(ctx.clone(), name, socket, tracker.clone(), stop_rx.clone(), DRAIN_TIMEOUT)
-                .in_current_span(),
-        );
-    }
-    info!(
-        cluster_id = %cluster_id,
-        partitions = replicas.all().len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "broker started"
-    );
-
+/// Runs a node until `shutdown` resolves, then shuts it down gracefully.
+pub async fn run(config: BrokerConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let node = Node::start(config).await?;
     shutdown.await;
-    info!("shutting down: no new connections; finishing started requests");
-    let _ = stop_tx.send(true);
-    while listeners.join_next().await.is_some() {}
-    while tasks.join_next().await.is_some() {}
-    tokio::task::block_in_place(|| replicas.close_all());
-    info!("shutdown complete");
+    node.shutdown().await;
     Ok(())
 }
 
+impl Node {
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// Where each listener actually listens (useful with port 0).
+    pub fn listen_addresses(&self) -> &[(String, SocketAddr)] {
+        &self.addresses
+    }
+
+    /// Starts a node; see the module doc for the order.
+    pub async fn start(config: BrokerConfig) -> Result<Node, NodeError> {
+        let span = tracing::info_span!("node", node = config.node_id);
+        Node::start_inner(config, span.clone()).instrument(span).await
+    }
+
+    async fn start_inner(config: BrokerConfig, span: tracing::Span) -> Result<Node, NodeError> {
+        let started = Instant::now();
+        let node_id = config.node_id;
+        let _locks = lock_dirs(&config.log_dirs)?;
+        let stored_cluster_id = meta_properties::check_dirs(&config.log_dirs, node_id)?;
+
+        let mut bound = Vec::new();
+        for listener in &config.listeners {
+            let address = format!("{}:{}", listener.bind_host, listener.bind_port);
+            let socket = TcpListener::bind(&address).await.map_err(|e| NodeError::Bind {
+                listener: listener.name.clone(),
+                address: address.clone(),
+                message: e.to_string(),
+            })?;
+            bound.push((listener.name.clone(), socket));
+        }
+        // A listener on port 0 advertises the port the OS picked (tests, ad-hoc runs).
+        let mut config = config;
+        for (listener, (_, socket)) in config.listeners.iter_mut().zip(&bound) {
+            if listener.advertised_port == 0 {
+                if let Ok(addr) = socket.local_addr() {
+                    listener.advertised_port = addr.port();
+                }
+            }
+        }
+
+        let metadata_dir = config.log_dirs[0].join(rafka_kafka::replica_manager::METADATA_DIR_NAME);
+        let log = Arc::new(LocalMetadataLog::open(&metadata_dir)?);
+        let metadata: Arc<dyn MetadataLog> = log.clone();
+        let controller = Arc::new(Controller::new(
+            metadata.clone(),
+            TopicCreationDefaults {
+                num_partitions: config.num_partitions,
+                replication_factor: config.default_replication_factor,
+            },
+        ));
+        let proposed = stored_cluster_id
+            .clone()
+            .or_else(|| config.cluster_id.clone())
+            .unwrap_or_else(meta_properties::new_kafka_id);
+        let cluster_id = controller.ensure_cluster_id(&proposed).await?;
+        if let Some(configured) = &config.cluster_id {
+            if *configured != cluster_id {
+                return Err(NodeError::ClusterIdMismatch {
+                    configured: configured.clone(),
+                    actual: cluster_id,
+                });
+            }
+        }
+        meta_properties::stamp_dirs(&config.log_dirs, node_id, &cluster_id)?;
+
+        controller
+            .register_broker(BrokerRegistration {
+                broker_id: node_id,
+                incarnation_id: Uuid::new_v4(),
+                endpoints: config
+                    .listeners
+                    .iter()
+                    .map(|l| BrokerEndpoint {
+                        listener: l.name.clone(),
+                        host: l.advertised_host.clone(),
+                        port: l.advertised_port,
+                        security_protocol: l.security_protocol.clone(),
+                    })
+                    .collect(),
+                rack: config.broker_rack.clone(),
+            })
+            .await?;
+
+        let replicas = Arc::new(
+            ReplicaManager::new(node_id, config.log_dirs.clone(), config.topic_defaults()).map_err(|e| NodeError::Dir {
+                path: config.log_dirs[0].display().to_string(),
+                message: e.to_string(),
+            })?,
+        );
+        let mut images = metadata.subscribe();
+        let first_image = images.borrow_and_update().clone();
+        tokio::task::block_in_place(|| replicas.apply_image(&first_image));
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        // React to metadata changes.
+        {
+            let replicas = replicas.clone();
+            let mut stop = stop_rx.clone();
+            tasks.spawn(
+                async move {
+                    loop {
+                        tokio::select! {
+                            _ = rafka_kafka::server::until_shutdown(&mut stop) => break,
+                            changed = images.changed() => {
+                                if changed.is_err() { break; }
+                                let image = images.borrow_and_update().clone();
+                                tokio::task::block_in_place(|| replicas.apply_image(&image));
+                            }
+                        }
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+        // Retention and time-based rolling.
+        spawn_periodic(&mut tasks, &stop_rx, config.log_retention_check_interval_ms, {
+            let replicas = replicas.clone();
+            move || replicas.enforce_retention(now_ms())
+        });
+        // Flush and checkpoint recovery points, so restart after a crash scans little.
+        spawn_periodic(&mut tasks, &stop_rx, config.log_flush_offset_checkpoint_interval_ms, {
+            let replicas = replicas.clone();
+            move || replicas.flush_all()
+        });
+
+        let ctx = Arc::new(BrokerContext {
+            node_id,
+            cluster_id: cluster_id.clone(),
+            listeners: config.listeners.clone(),
+            metadata: metadata.clone(),
+            controller,
+            replicas: replicas.clone(),
+            limits: BrokerLimits {
+                auto_create_topics: config.auto_create_topics_enable,
+                socket_request_max_bytes: config.socket_request_max_bytes,
+                metadata_apply_timeout_ms: 30_000,
+            },
+            broker_configs: config.effective(),
+        });
+        let tracker = ConnectionTracker::new(config.max_connections);
+        let mut listeners = JoinSet::new();
+        let mut addresses = Vec::new();
+        for (name, socket) in bound {
+            let address = socket.local_addr().map_err(|e| NodeError::Bind {
+                listener: name.clone(),
+                address: String::new(),
+                message: e.to_string(),
+            })?;
+            addresses.push((name.clone(), address));
+            info!(listener = %name, %address, "listening for Kafka clients");
+            listeners.spawn(
+                rafka_kafka::serve_listener(ctx.clone(), name, socket, tracker.clone(), stop_rx.clone(), DRAIN_TIMEOUT)
+                    .in_current_span(),
+            );
+        }
+        info!(
+            cluster_id = %cluster_id,
+            partitions = replicas.all().len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "broker started"
+        );
+
+        Ok(Node {
+            node_id,
+            addresses,
+            replicas,
+            stop: stop_tx,
+            listeners,
+            tasks,
+            span,
+            _locks,
+        })
+    }
+
+    /// Stops accepting, lets open connections finish what they started, stops the
+    /// background tasks and closes every partition cleanly.
+    pub async fn shutdown(mut self) {
+        let span = self.span.clone();
+        async move {
+            info!("shutting down: no new connections; finishing started requests");
+            let _ = self.stop.send(true);
+            while self.listeners.join_next().await.is_some() {}
+            while self.tasks.join_next().await.is_some() {}
+            let replicas = self.replicas.clone();
+            tokio::task::block_in_place(|| replicas.close_all());
+            info!("shutdown complete");
+        }
+        .instrument(span)
+        .await
+    }
+}
+
 fn spawn_periodic(
-    tasks: &mut tokio::task::JoinSet<()>,
+    tasks: &mut JoinSet<()>,
     stop: &watch::Receiver<bool>,
     interval_ms: u64,
     mut duty: impl FnMut() + Send + 'static,

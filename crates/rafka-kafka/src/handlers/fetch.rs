@@ -42,7 +42,7 @@ fn error_data(index: i32, error: KafkaError) -> PartitionData {
         .with_log_start_offset(-1)
 }
 
-fn lookup(ctx: &BrokerContext, image: &MetadataImage, topic: &str, index: i32) -> Result<Arc<Partition>, PartitionData> {
+fn lookup(ctx: &BrokerContext, image: &MetadataImage, version: i16, topic: &str, index: i32) -> Result<Arc<Partition>, PartitionData> {
     match ctx.replicas.get(topic, index) {
         Some(p) if p.is_leader() => Ok(p),
         found => {
@@ -52,7 +52,8 @@ fn lookup(ctx: &BrokerContext, image: &MetadataImage, topic: &str, index: i32) -
                 _ => ResponseError::NotLeaderOrFollower,
             };
             let mut data = error_data(index, error.into());
-            if let Some(p) = known {
+            // `current_leader` exists from Fetch v12 (KIP-951).
+            if let (Some(p), true) = (known, version >= 12) {
                 data = data.with_current_leader(
                     LeaderIdAndEpoch::default().with_leader_id(BrokerId(p.leader)).with_leader_epoch(p.leader_epoch),
                 );
@@ -99,7 +100,7 @@ pub async fn handle(ctx: &BrokerContext, request: FetchRequest, version: i16) ->
             for &(index, fetch_offset, partition_max, client_epoch) in &target.partitions {
                 let data = match &target.resolved {
                     None => Err(error_data(index, ResponseError::UnknownTopicId.into())),
-                    Some(name) => lookup(ctx, &image, name, index),
+                    Some(name) => lookup(ctx, &image, version, name, index),
                 }
                 .and_then(|p| {
                     watchers.push(p.watch_high_watermark());

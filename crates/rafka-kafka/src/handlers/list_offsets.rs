@@ -24,7 +24,7 @@ fn error_response(index: i32, error: KafkaError) -> ListOffsetsPartitionResponse
         .with_leader_epoch(-1)
 }
 
-fn lookup(partition: &Partition, index: i32, timestamp: i64, client_epoch: i32) -> Result<ListOffsetsPartitionResponse, KafkaError> {
+fn lookup(partition: &Partition, version: i16, index: i32, timestamp: i64, client_epoch: i32) -> Result<ListOffsetsPartitionResponse, KafkaError> {
     if !partition.is_leader() {
         return Err(ResponseError::NotLeaderOrFollower.into());
     }
@@ -52,7 +52,8 @@ fn lookup(partition: &Partition, index: i32, timestamp: i64, client_epoch: i32) 
             ))
         }
     };
-    let leader_epoch = if offset < 0 { -1 } else { epoch };
+    // `leader_epoch` exists from v4.
+    let leader_epoch = if offset < 0 || version < 4 { -1 } else { epoch };
     Ok(ListOffsetsPartitionResponse::default()
         .with_partition_index(index)
         .with_timestamp(ts)
@@ -60,7 +61,7 @@ fn lookup(partition: &Partition, index: i32, timestamp: i64, client_epoch: i32) 
         .with_leader_epoch(leader_epoch))
 }
 
-pub fn handle(ctx: &BrokerContext, request: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle(ctx: &BrokerContext, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let image = ctx.image();
     let topics = request
         .topics
@@ -71,7 +72,7 @@ pub fn handle(ctx: &BrokerContext, request: ListOffsetsRequest, _version: i16) -
                 .partitions
                 .into_iter()
                 .map(|p| match ctx.replicas.get(&name, p.partition_index) {
-                    Some(partition) => lookup(&partition, p.partition_index, p.timestamp, p.current_leader_epoch)
+                    Some(partition) => lookup(&partition, version, p.partition_index, p.timestamp, p.current_leader_epoch)
                         .unwrap_or_else(|e| error_response(p.partition_index, e)),
                     None => {
                         let error = if image.partition(&name, p.partition_index).is_some() {

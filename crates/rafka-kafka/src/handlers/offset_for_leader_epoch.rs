@@ -20,7 +20,8 @@ fn answer(ctx: &BrokerContext, topic: &str, partition: i32, current_epoch: i32, 
         return Err(ResponseError::NotLeaderOrFollower.into());
     }
     p.check_leader_epoch(current_epoch)?;
-    Ok(p.log()?.end_offset_for_epoch(epoch))
+    let log = p.log()?;
+    Ok(log.end_offset_for_epoch(epoch))
 }
 
 pub fn handle(ctx: &BrokerContext, request: OffsetForLeaderEpochRequest, _version: i16) -> OffsetForLeaderEpochResponse {

@@ -75,30 +75,36 @@ fn check_batches(records: &[u8]) -> Result<(), KafkaError> {
     Ok(())
 }
 
+/// `current_leader` exists from Produce v10 (KIP-951); older versions must leave it unset.
+fn with_leader(response: PartitionProduceResponse, version: i16, leader: i32, epoch: i32) -> PartitionProduceResponse {
+    if version < 10 {
+        return response;
+    }
+    response.with_current_leader(LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader)).with_leader_epoch(epoch))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn append_one(
     ctx: &BrokerContext,
+    version: i16,
     topic: &str,
-    topic_known: bool,
+    partition_known: bool,
     index: i32,
     records: Option<bytes::Bytes>,
     acks: i16,
     now: i64,
 ) -> Outcome {
     let Some(partition) = ctx.replicas.get(topic, index) else {
-        let error = if topic_known {
+        let error = if partition_known {
             ResponseError::NotLeaderOrFollower
         } else {
             ResponseError::UnknownTopicOrPartition
         };
-        let mut response = failed(index, error.into());
-        if let Some(p) = ctx.image().partition(topic, index) {
-            response = response.with_current_leader(
-                LeaderIdAndEpoch::default()
-                    .with_leader_id(BrokerId(p.leader))
-                    .with_leader_epoch(p.leader_epoch),
-            );
-        }
-        return Outcome::Failed(response);
+        let response = failed(index, error.into());
+        return Outcome::Failed(match ctx.image().partition(topic, index) {
+            Some(p) => with_leader(response, version, p.leader, p.leader_epoch),
+            None => response,
+        });
     };
     let records = records.unwrap_or_default();
     if let Err(e) = check_batches(&records) {
@@ -119,11 +125,7 @@ fn append_one(
         }
         Err(e) => {
             let state = partition.state();
-            Outcome::Failed(failed(index, e).with_current_leader(
-                LeaderIdAndEpoch::default()
-                    .with_leader_id(BrokerId(state.leader))
-                    .with_leader_epoch(state.leader_epoch),
-            ))
+            Outcome::Failed(with_leader(failed(index, e), version, state.leader, state.leader_epoch))
         }
     }
 }
@@ -153,8 +155,8 @@ pub fn start(ctx: Arc<BrokerContext>, request: ProduceRequest, version: i16) -> 
                 }
                 match &resolved {
                     Some(name) => {
-                        let known = image.topic_by_name(name).is_some();
-                        append_one(&ctx, name, known, p.index, p.records, acks, now)
+                        let known = image.partition(name, p.index).is_some();
+                        append_one(&ctx, version, name, known, p.index, p.records, acks, now)
                     }
                     None => Outcome::Failed(failed(p.index, ResponseError::UnknownTopicId.into())),
                 }
