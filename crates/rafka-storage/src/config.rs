@@ -1,0 +1,98 @@
+//! Per-partition log configuration, with Kafka's defaults.
+//!
+//! The broker translates topic configs (`segment.bytes`, `retention.ms`,
+//! `cleanup.policy`, ...) into a [`LogConfig`] once, validates it with
+//! [`LogConfig::validate`], and hands it to [`crate::PartitionLog::open`] or
+//! [`crate::PartitionLog::update_config`].
+
+use crate::StorageError;
+
+/// Which timestamp the log records for each batch (`message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    /// Keep the producer's timestamps.
+    CreateTime,
+    /// Overwrite the batch max timestamp with the broker's append time.
+    LogAppendTime,
+}
+
+/// Settings of one partition log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll when the active segment would exceed this many bytes (`segment.bytes`). Capped at `i32::MAX`.
+    pub segment_bytes: u64,
+    /// Roll when the active segment is older than this (`segment.ms`); `None` = never.
+    pub segment_ms: Option<i64>,
+    /// Delete segments whose newest record is older than this (`retention.ms`); `None` = forever.
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest segments while the log is larger than this (`retention.bytes`); `None` = no limit.
+    pub retention_bytes: Option<u64>,
+    /// Bytes of log between two sparse index entries (`index.interval.bytes`).
+    pub index_interval_bytes: u32,
+    /// Largest accepted batch (`max.message.bytes`).
+    pub max_message_bytes: u32,
+    /// `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+    /// `cleanup.policy` contains `delete`: time and size retention apply.
+    pub delete_retention: bool,
+}
+
+/// Kafka's default `segment.bytes`: 1 GiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
+/// Seven days in milliseconds: Kafka's default `segment.ms` and `retention.ms`.
+pub const SEVEN_DAYS_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's default `max.message.bytes`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1_048_588;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_ms: Some(SEVEN_DAYS_MS),
+            retention_ms: Some(SEVEN_DAYS_MS),
+            retention_bytes: None,
+            index_interval_bytes: 4096,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            timestamp_type: TimestampType::CreateTime,
+            delete_retention: true,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Rejects settings that can never work. Called by `PartitionLog::open`.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        if self.segment_bytes == 0 {
+            return Err(StorageError::InvalidArgument(
+                "segment_bytes must be at least 1".to_string(),
+            ));
+        }
+        if let Some(ms) = self.segment_ms {
+            if ms <= 0 {
+                return Err(StorageError::InvalidArgument(format!(
+                    "segment_ms must be positive, got {ms}"
+                )));
+            }
+        }
+        if let Some(ms) = self.retention_ms {
+            if ms < 0 {
+                return Err(StorageError::InvalidArgument(format!(
+                    "retention_ms must not be negative (use None for infinite), got {ms}"
+                )));
+            }
+        }
+        if self.max_message_bytes < crate::batch::BatchHeader::SIZE as u32 {
+            return Err(StorageError::InvalidArgument(format!(
+                "max_message_bytes must be at least {}, got {}",
+                crate::batch::BatchHeader::SIZE,
+                self.max_message_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// `segment_bytes` capped so that file positions fit the 32-bit index entries.
+    pub(crate) fn effective_segment_bytes(&self) -> u64 {
+        self.segment_bytes.min(i32::MAX as u64)
+    }
+}

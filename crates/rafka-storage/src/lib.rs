@@ -1,0 +1,56 @@
+//! Rafka's partition log: durable, Kafka-compatible storage for one partition
+//! replica, and the record-batch helpers other crates need.
+//!
+//! Storage knows nothing of Kafka requests, Raft or gRPC. Its map, bottom up:
+//!
+//! * [`batch`]: the v2 record batch format. Parse and validate headers,
+//!   iterate batches in a buffer ([`batches`]) and records in an uncompressed
+//!   batch, patch offsets/epochs/timestamps in place, build batches
+//!   ([`batch::BatchBuilder`]), and [`batch::test_support`] for tests.
+//! * `index`: the sparse `.index` (offset → position) and `.timeindex`
+//!   (timestamp → offset) files of a segment, in Kafka's formats.
+//! * `segment`: one `<base offset>.log` file with its indexes: append,
+//!   recovery scan, trusted load, truncation.
+//! * `epoch`: the KIP-101 leader-epoch cache (`leader-epoch-checkpoint`).
+//! * `checkpoint`: Kafka-format text checkpoints replaced atomically.
+//! * [`PartitionLog`] (module `log`): the segments of one partition directory
+//!   behind one lock — append (leader and replicated), read, offset and
+//!   timestamp lookups, flush, crash recovery, retention, truncation.
+//! * [`LogConfig`]: per-partition settings with Kafka's defaults.
+//! * [`StorageError`]: the one error type, carrying the offending values.
+//!
+//! On disk a partition directory looks like Kafka's:
+//!
+//! ```text
+//! 00000000000000000000.log        record batches, exactly as received
+//! 00000000000000000000.index      relative offset u32 + position u32
+//! 00000000000000000000.timeindex  timestamp i64 + relative offset u32
+//! leader-epoch-checkpoint         0 / count / "epoch start-offset" lines
+//! recovery-point-offset-checkpoint, log-start-offset-checkpoint, high-watermark
+//! .clean-shutdown                 present only between close() and open()
+//! ```
+
+pub mod batch;
+mod checkpoint;
+mod config;
+mod epoch;
+mod error;
+mod index;
+mod io;
+mod log;
+mod segment;
+mod varint;
+
+pub use batch::{batches, BatchHeader};
+pub use config::{
+    LogConfig, TimestampType, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_BYTES, SEVEN_DAYS_MS,
+};
+pub use epoch::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
+pub use error::StorageError;
+pub use log::{AppendInfo, PartitionLog, ReadResult, CLEAN_SHUTDOWN_FILE};
+
+/// Compile-time check that the log can be shared across threads.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PartitionLog>();
+};
