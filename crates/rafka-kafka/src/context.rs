@@ -24,6 +24,8 @@ pub struct Listener {
 pub struct BrokerLimits {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
+    /// Upper bound on one fetch response (`fetch.max.bytes`), whatever the client asks.
+    pub fetch_max_bytes: usize,
     /// How long a handler waits for this broker to act on a metadata change it committed.
     pub metadata_apply_timeout_ms: u64,
 }

@@ -69,9 +69,14 @@ impl From<&StorageError> for KafkaError {
             StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,
             StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-            StorageError::Io(_) => ResponseError::KafkaStorageError,
-            #[allow(unreachable_patterns)]
-            _ => ResponseError::UnknownServerError,
+            StorageError::Io(_) | StorageError::IoAt { .. } | StorageError::CorruptCheckpoint { .. } => {
+                ResponseError::KafkaStorageError
+            }
+            StorageError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            StorageError::Closed { .. } => ResponseError::NotLeaderOrFollower,
+            StorageError::UnexpectedAppendOffset { .. } | StorageError::InvalidArgument(_) => {
+                ResponseError::UnknownServerError
+            }
         };
         KafkaError::with_message(code, e.to_string())
     }

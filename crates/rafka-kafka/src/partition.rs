@@ -95,6 +95,8 @@ impl Partition {
             state: RwLock::new(state),
             high_watermark,
         };
+        let state = partition.state();
+        partition.record_leader_epoch(&state)?;
         partition.maybe_advance_high_watermark();
         Ok(partition)
     }
@@ -116,9 +118,23 @@ impl Partition {
         self.state.read().clone()
     }
 
-    pub fn set_state(&self, state: ReplicaState) {
+    pub fn set_state(&self, state: ReplicaState) -> Result<(), StorageError> {
+        self.record_leader_epoch(&state)?;
         *self.state.write() = state;
         self.maybe_advance_high_watermark();
+        Ok(())
+    }
+
+    /// On becoming leader in an epoch, the epoch starts at the current log end (KIP-101),
+    /// persisted before any batch of that epoch is written.
+    fn record_leader_epoch(&self, state: &ReplicaState) -> Result<(), StorageError> {
+        if state.leader != self.node_id {
+            return Ok(());
+        }
+        match self.log.read().as_ref() {
+            Some(log) if log.latest_epoch().is_none_or(|e| e < state.leader_epoch) => log.assign_leader_epoch(state.leader_epoch),
+            _ => Ok(()),
+        }
     }
 
     pub fn is_leader(&self) -> bool {

@@ -225,7 +225,9 @@ impl ReplicaManager {
             match existing {
                 Some(p) => {
                     if p.state() != *state {
-                        p.set_state(state.clone());
+                        if let Err(e) = p.set_state(state.clone()) {
+                            warn!(topic = %p.topic, partition = p.index, error = %e, "cannot record the new leader epoch");
+                        }
                     }
                     let config = log_config_for(&self.defaults, &topic.configs);
                     if let Ok(log) = p.log() {
@@ -288,7 +290,8 @@ impl ReplicaManager {
             if let Err(e) = log.maybe_roll(now_ms) {
                 warn!(topic = %p.topic, partition = p.index, error = %e, "segment roll failed");
             }
-            match log.apply_retention(now_ms) {
+            // Never delete past the high watermark (data consumers have not been allowed to see).
+            match log.apply_retention_up_to(now_ms, p.high_watermark()) {
                 Ok(0) => {}
                 Ok(n) => info!(topic = %p.topic, partition = p.index, segments = n, log_start_offset = log.log_start_offset(), "retention deleted segments"),
                 Err(e) => warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),

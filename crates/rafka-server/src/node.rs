@@ -242,6 +242,7 @@ impl Node {
             limits: BrokerLimits {
                 auto_create_topics: config.auto_create_topics_enable,
                 socket_request_max_bytes: config.socket_request_max_bytes,
+                fetch_max_bytes: config.fetch_max_bytes,
                 metadata_apply_timeout_ms: 30_000,
             },
             broker_configs: config.effective(),

@@ -84,7 +84,8 @@ pub async fn handle(ctx: &BrokerContext, request: FetchRequest, version: i16) ->
         })
         .collect();
     let read_committed = request.isolation_level == READ_COMMITTED;
-    let max_bytes = if request.max_bytes <= 0 { i32::MAX } else { request.max_bytes } as usize;
+    let asked = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let max_bytes = asked.min(ctx.limits.fetch_max_bytes);
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
 
