@@ -162,12 +162,14 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
         version,
         reason,
     };
-    let mut buf = frame;
+    let mut buf = frame.clone();
     let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))
         .map_err(|e| malformed(format!("header: {e}")))?;
     let body = RequestKind::decode(api_key, &mut buf, version).map_err(|e| malformed(e.to_string()))?;
     if buf.has_remaining() {
-        return Err(malformed(format!("{} unexpected bytes after the body", buf.remaining())));
+        // Kafka ignores bytes after a decoded request, and librdkafka 2.16 sends three
+        // after its Metadata v13 body; refusing them would refuse a real client.
+        tracing::debug!(api = ?api_key, version, trailing = buf.remaining(), frame = %hex_prefix(&frame, 256), "request with trailing bytes");
     }
     Ok(Decoded::Request(Box::new(Request {
         api_key,
@@ -175,6 +177,11 @@ pub fn decode_request(frame: Bytes) -> Result<Decoded, FrameError> {
         header,
         body,
     })))
+}
+
+/// The first `limit` bytes of a frame in hex, for diagnosing malformed requests.
+pub fn hex_prefix(frame: &[u8], limit: usize) -> String {
+    frame.iter().take(limit).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Encodes a response frame: length, response header, body.
@@ -300,10 +307,8 @@ mod tests {
             decode_request(frame_of(3, 1, 1, &[0x7f, 0xff, 0xff, 0xff])),
             Err(FrameError::Malformed { .. })
         ));
-        assert!(matches!(
-            decode_request(frame_of(18, 0, 1, b"trailing")),
-            Err(FrameError::Malformed { .. })
-        ));
+        // Bytes after a complete body are ignored, as Kafka does.
+        assert!(matches!(decode_request(frame_of(18, 0, 1, b"trailing")), Ok(Decoded::Request(_))));
     }
 
     #[test]
