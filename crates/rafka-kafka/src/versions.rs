@@ -20,6 +20,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     SupportedApi { key: ApiKey::Fetch, min: 4, max: 17 },
     SupportedApi { key: ApiKey::ListOffsets, min: 1, max: 10 },
     SupportedApi { key: ApiKey::Metadata, min: 0, max: 13 },
+    SupportedApi { key: ApiKey::FindCoordinator, min: 0, max: 6 },
     SupportedApi { key: ApiKey::ApiVersions, min: 0, max: 4 },
     SupportedApi { key: ApiKey::CreateTopics, min: 2, max: 7 },
     SupportedApi { key: ApiKey::DeleteTopics, min: 1, max: 6 },

@@ -486,6 +486,18 @@ async fn every_advertised_version_answers_success_and_error_paths() {
             other => panic!("{other:?}"),
         }
     }
+    for v in range(ApiKey::FindCoordinator) {
+        let request = FindCoordinatorRequest::default()
+            .with_key(if v < 4 { StrBytes::from_static_str("group") } else { StrBytes::default() })
+            .with_coordinator_keys(if v >= 4 { vec![StrBytes::from_static_str("group")] } else { vec![] });
+        match client.call(ApiKey::FindCoordinator, v, RequestKind::FindCoordinator(request)).await {
+            ResponseKind::FindCoordinator(r) => {
+                let code = if v < 4 { r.error_code } else { r.coordinators[0].error_code };
+                assert_eq!(code, ResponseError::CoordinatorNotAvailable.code(), "find coordinator v{v}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     for v in range(ApiKey::OffsetForLeaderEpoch) {
         use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
         let request = OffsetForLeaderEpochRequest::default().with_topics(vec![OffsetForLeaderTopic::default()

@@ -20,6 +20,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod describe_cluster;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
@@ -43,6 +44,7 @@ pub async fn start(ctx: &Arc<BrokerContext>, conn: &Arc<ConnectionInfo>, request
         }
         RequestKind::ApiVersions(_) => ready(ResponseKind::ApiVersions(api_versions::response(0))),
         RequestKind::Metadata(r) => ready(ResponseKind::Metadata(metadata::handle(ctx, conn, r, v).await)),
+        RequestKind::FindCoordinator(r) => ready(ResponseKind::FindCoordinator(find_coordinator::handle(r, v))),
         RequestKind::ListOffsets(r) => ready(ResponseKind::ListOffsets(list_offsets::handle(ctx, r, v))),
         RequestKind::CreateTopics(r) => ready(ResponseKind::CreateTopics(admin::create_topics(ctx, r, v).await)),
         RequestKind::DeleteTopics(r) => ready(ResponseKind::DeleteTopics(admin::delete_topics(ctx, r, v).await)),

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The project's test command: bash scripts/test.sh [extra pytest args]
+#
+# On a fresh Debian machine (root, apt and PyPI reachable, cargo present) it
+# installs what the tests need, idempotently, then runs every test:
+#   1. kcat from apt (if absent), python3 + venv support (if absent)
+#   2. a virtualenv at .venv with tests/requirements.txt (re-installed when that file changes)
+#   3. cargo build --workspace --bins
+#   4. cargo test --workspace
+#   5. pytest tests/ -v against target/debug/rafka (extra arguments go to pytest)
+# Any failure, including a missing tool, stops it with a non-zero exit: nothing is skipped.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CURRENT_SECTION="start"
+section() {
+    CURRENT_SECTION="$*"
+    printf '\n==================== %s ====================\n' "$*"
+}
+trap 'rc=$?; if [ $rc -ne 0 ]; then printf "\nFAILED in section: %s (exit %s)\n" "$CURRENT_SECTION" "$rc" >&2; fi' EXIT
+
+die() { echo "error: $*" >&2; exit 1; }
+
+export DEBIAN_FRONTEND=noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_NO_INPUT=1
+
+APT_UPDATED=0
+apt_install() {
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || die "need root (or sudo) to apt-get install $*"
+        sudo="sudo -n"
+    fi
+    command -v apt-get >/dev/null || die "apt-get not found; install by hand: $*"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        $sudo apt-get update -q
+        APT_UPDATED=1
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
+# ---------------------------------------------------------------------------
+section "system tools"
+command -v cargo >/dev/null || die "cargo not found on PATH"
+
+if ! command -v kcat >/dev/null; then
+    echo "kcat not found: installing it from apt"
+    apt_install kcat
+fi
+command -v kcat >/dev/null || die "kcat still missing after apt-get install"
+
+if ! command -v python3 >/dev/null; then
+    echo "python3 not found: installing it from apt"
+    apt_install python3 python3-venv
+fi
+command -v python3 >/dev/null || die "python3 still missing after apt-get install"
+
+echo "cargo:   $(cargo --version)"
+echo "kcat:    $(kcat -V 2>&1 | grep -m1 '^Version' || echo '(version unknown)')"
+echo "python3: $(command -v python3) ($(python3 --version 2>&1))"
+
+# ---------------------------------------------------------------------------
+section "python virtualenv (.venv)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+REQ="$ROOT/tests/requirements.txt"
+STAMP="$VENV/.requirements.sha256"
+
+if [ -x "$PY" ] && ! "$PY" -c 'import sys' >/dev/null 2>&1; then
+    echo "$VENV is broken (its python does not run): recreating it"
+    rm -rf "$VENV"
+fi
+if [ ! -x "$PY" ]; then
+    if ! python3 -m venv "$VENV"; then
+        echo "python3 -m venv failed (Debian needs python3-venv): installing it"
+        rm -rf "$VENV"
+        apt_install python3-venv
+        python3 -m venv "$VENV"
+    fi
+fi
+[ -x "$PY" ] || die "no python in $VENV after creating it"
+
+want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+have="$(cat "$STAMP" 2>/dev/null || true)"
+if [ "$want" != "$have" ]; then
+    "$PY" -m pip install -q --upgrade pip
+    "$PY" -m pip install -q -r "$REQ"
+    echo "$want" > "$STAMP"
+else
+    echo "requirements unchanged since the last install"
+fi
+"$PY" - <<'EOF'
+import confluent_kafka, kafka, pytest, pytest_timeout  # noqa: F401  (a missing one fails here)
+print(f"confluent-kafka {confluent_kafka.version()} (librdkafka {confluent_kafka.libversion()[0]}), "
+      f"kafka-python {kafka.__version__}, pytest {pytest.__version__}")
+EOF
+
+# ---------------------------------------------------------------------------
+section "cargo build --workspace --bins"
+cargo build --workspace --bins
+
+RAFKA_BIN="$ROOT/target/debug/rafka"
+[ -x "$RAFKA_BIN" ] || die "$RAFKA_BIN was not built"
+export RAFKA_BIN
+
+# ---------------------------------------------------------------------------
+section "cargo test --workspace"
+cargo test --workspace
+
+# ---------------------------------------------------------------------------
+section "pytest tests/ (RAFKA_BIN=$RAFKA_BIN)"
+"$PY" -m pytest tests/ -v "$@"
+
+section "all tests passed"

@@ -1,0 +1,420 @@
+"""The test harness: a real `rafka` process and helpers to drive it with real clients.
+
+`Broker` runs the binary named by `$RAFKA_BIN` as `rafka server` on a free
+127.0.0.1 port with its own data directory; stdout and stderr go to `rafka.log`
+beside it.  It is ready when the port accepts TCP and a confluent-kafka
+AdminClient gets Metadata.  `stop()` sends SIGTERM, `kill9()` SIGKILL, and
+`restart()` starts it again on the same port and data directory.
+
+Helpers: `wait_until` (poll a condition instead of sleeping), client
+constructors with settings that suit a broker without consumer groups
+(assign only, no commits), `consume_until_eof`, `consume_n`, `create_topic`.
+The fixtures that hand brokers to tests live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+# How long a broker may take to accept connections and answer Metadata.
+BROKER_START_TIMEOUT_S = 20.0
+# After this many brokers in a row never became ready, later starts wait only
+# BROKER_START_TIMEOUT_AFTER_FAILURES_S: a broken binary fails every test quickly.
+CONSECUTIVE_START_FAILURES_LIMIT = 3
+BROKER_START_TIMEOUT_AFTER_FAILURES_S = 5.0
+_consecutive_start_failures = 0
+# How long SIGTERM may take before we give up and SIGKILL.
+BROKER_STOP_TIMEOUT_S = 15.0
+LOG_TAIL_LINES = 80
+
+# librdkafka's own log lines go through Python logging: pytest shows them with a
+# failing test ("Captured log"), and a client left behind by a failed test stays quiet.
+RDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
+def client_base(bootstrap: str) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap, "broker.address.family": "v4", "logger": RDKAFKA_LOGGER}
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------
+
+
+class StopWaiting(AssertionError):
+    """Raised by a wait_until condition to give up at once (e.g. the broker process died)."""
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.05,
+               message: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; return that value.
+
+    An exception raised by `condition` counts as "not yet", except StopWaiting,
+    which propagates.  On time-out an AssertionError names `message` and the
+    last exception or value seen.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+            last = value
+        except StopWaiting:
+            raise
+        except Exception as exc:  # noqa: BLE001 - "not yet" by design
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {message}; last: {last!r}")
+        time.sleep(interval)
+
+
+def holds_for(condition: Callable[[], Any], duration: float, interval: float = 0.1,
+              message: str = "condition") -> None:
+    """Assert that `condition` stays truthy for `duration` seconds (checked every `interval`)."""
+    deadline = time.monotonic() + duration
+    while True:
+        value = condition()
+        assert value, f"{message} stopped holding: {value!r}"
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def unique_topic(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def rafka_bin() -> str:
+    """The broker binary under test; a missing one is a hard failure, never a skip."""
+    path = os.environ.get("RAFKA_BIN")
+    if not path:
+        pytest.fail("RAFKA_BIN is not set: run the suite through scripts/test.sh "
+                    "or export RAFKA_BIN=$PWD/target/debug/rafka", pytrace=False)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail(f"RAFKA_BIN={path} is not an executable file (did `cargo build --bins` run?)",
+                    pytrace=False)
+    return path
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"required tool `{name}` is not on PATH (scripts/test.sh installs it)", pytrace=False)
+    return path
+
+
+def hermetic_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process environment without any inherited KAFKA_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env.setdefault("RUST_BACKTRACE", "1")
+    env.setdefault("NO_COLOR", "1")  # plain broker logs in rafka.log
+    if extra:
+        env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------
+# The broker process
+# --------------------------------------------------------------------------
+
+
+class BrokerStartError(StopWaiting):
+    """The broker exited during start-up or never became ready."""
+
+
+class Broker:
+    """One `rafka server` process on 127.0.0.1:<port> with its own data dir.
+
+    `overrides` are passed as `--override key=value` after the defaults
+    (node.id, listeners, advertised.listeners, log.dirs); a value of None drops
+    that default.  `env` is added to a KAFKA_*-free copy of our environment.
+    `config_text`, if given, is written to server.properties and passed with
+    `--config`.
+    """
+
+    def __init__(self, workdir: Path, overrides: dict[str, str | None] | None = None,
+                 env: dict[str, str] | None = None, config_text: str | None = None,
+                 port: int | None = None):
+        self.binary = rafka_bin()
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(exist_ok=True)
+        self.log_path = workdir / "rafka.log"
+        self.port = port or free_port()
+        self.env = dict(env or {})
+        self.config_path: Path | None = None
+        if config_text is not None:
+            self.config_path = workdir / "server.properties"
+            self.config_path.write_text(config_text)
+        defaults: dict[str, str | None] = {
+            "node.id": "1",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "log.dirs": str(self.data_dir),
+        }
+        defaults.update(overrides or {})
+        self.overrides = {k: v for k, v in defaults.items() if v is not None}
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self._admin: AdminClient | None = None
+
+    # -- identity ----------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        args = [self.binary, "server"]
+        if self.config_path is not None:
+            args += ["--config", str(self.config_path)]
+        for key, value in self.overrides.items():
+            args += ["--override", f"{key}={value}"]
+        return args
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self, wait: bool = True) -> "Broker":
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        self.starts += 1
+        self._admin = None  # a fresh client per start: no state carried over from the last process
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== test harness: start #{self.starts}: {' '.join(self.argv())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=hermetic_env(self.env), cwd=self.workdir, start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the port accepts TCP and a Kafka AdminClient gets Metadata."""
+        global _consecutive_start_failures
+        if timeout is None:
+            timeout = (BROKER_START_TIMEOUT_AFTER_FAILURES_S
+                       if _consecutive_start_failures >= CONSECUTIVE_START_FAILURES_LIMIT
+                       else BROKER_START_TIMEOUT_S)
+        try:
+            self._wait_ready(timeout)
+        except BrokerStartError:
+            _consecutive_start_failures += 1
+            raise
+        _consecutive_start_failures = 0
+
+    def _wait_ready(self, timeout: float) -> None:
+        def alive_and(check: Callable[[], bool]) -> Callable[[], bool]:
+            def cond() -> bool:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise BrokerStartError(
+                        f"rafka exited with code {self.proc.returncode} during start-up\n"
+                        f"--- {self.log_path} (tail) ---\n{self.log_tail()}")
+                return check()
+            return cond
+
+        deadline = time.monotonic() + timeout
+        try:
+            wait_until(alive_and(lambda: port_accepts(self.port)), timeout,
+                       message=f"rafka to accept TCP on {self.bootstrap}")
+            admin = self.admin()
+            wait_until(alive_and(lambda: admin.list_topics(timeout=2) is not None),
+                       max(1.0, deadline - time.monotonic()),
+                       message=f"rafka at {self.bootstrap} to answer Metadata")
+        except BrokerStartError:
+            raise
+        except AssertionError as exc:
+            raise BrokerStartError(f"{exc}\n--- {self.log_path} (tail) ---\n{self.log_tail()}") from None
+
+    def stop(self, timeout: float = BROKER_STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise AssertionError(f"rafka did not exit within {timeout}s of SIGTERM; killed it")
+
+    def kill9(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, "broker is not running"
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def restart(self, wait: bool = True) -> "Broker":
+        """Start again on the same data dir and port (after stop() or kill9())."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+        # The old process is gone; its listening socket may linger briefly.
+        wait_until(lambda: not port_accepts(self.port), 10, message=f"port {self.port} to be released")
+        return self.start(wait=wait)
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    # -- clients -----------------------------------------------------------
+
+    def admin(self, conf: dict[str, Any] | None = None) -> AdminClient:
+        """An AdminClient for this broker.
+
+        Without `conf` it is one shared client per broker start, so that the
+        futures it returns outlive expressions like `broker.admin().create_topics(...)`
+        (a garbage-collected client fails its pending futures with _DESTROY).
+        """
+        if conf is None:
+            if self._admin is None:
+                self._admin = AdminClient(client_base(self.bootstrap))
+            return self._admin
+        return AdminClient({**client_base(self.bootstrap), **conf})
+
+    def drop_clients(self) -> None:
+        """Forget the shared AdminClient (called at teardown)."""
+        self._admin = None
+
+    def producer(self, conf: dict[str, Any] | None = None) -> Producer:
+        base = {
+            **client_base(self.bootstrap),
+            "enable.idempotence": False,  # InitProducerId is not implemented yet
+            "linger.ms": 5,
+            "message.timeout.ms": 20000,
+        }
+        base.update(conf or {})
+        return Producer(base)
+
+    def consumer(self, conf: dict[str, Any] | None = None) -> Consumer:
+        base = {
+            **client_base(self.bootstrap),
+            # Required by the client; never used: no subscribe(), no commits.
+            "group.id": "rafka-tests-unused",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "check.crcs": True,
+            "fetch.wait.max.ms": 100,
+        }
+        base.update(conf or {})
+        return Consumer(base)
+
+
+# --------------------------------------------------------------------------
+# Client helpers
+# --------------------------------------------------------------------------
+
+
+class Delivery:
+    """Collects delivery reports: on_delivery=d.callback."""
+
+    def __init__(self) -> None:
+        self.ok: list[Any] = []
+        self.failed: list[tuple[KafkaError, Any]] = []
+
+    def callback(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            self.ok.append(msg)
+        else:
+            self.failed.append((err, msg))
+
+
+def flush_all(producer: Producer, timeout: float = 30.0) -> None:
+    remaining = producer.flush(timeout)
+    assert remaining == 0, f"{remaining} messages still queued after flush({timeout})"
+
+
+def consume_until_eof(consumer: Consumer, partitions: Iterable[TopicPartition],
+                      timeout: float = 30.0) -> list[Any]:
+    """assign() `partitions` and read until every one of them reports end-of-partition.
+
+    The consumer must have enable.partition.eof=True (Broker.consumer does).
+    Any error other than EOF fails the test.  Returns the messages in arrival order.
+    """
+    partitions = list(partitions)
+    consumer.assign(partitions)
+    pending = {(tp.topic, tp.partition) for tp in partitions}
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no end-of-partition for {sorted(pending)} within {timeout}s; "
+                                 f"read {len(out)} messages")
+        msg = consumer.poll(0.2)
+        if msg is None:
+            continue
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                pending.discard((msg.topic(), msg.partition()))
+                continue
+            raise AssertionError(f"consumer error on {msg.topic()}[{msg.partition()}]: {err}")
+        out.append(msg)
+    return out
+
+
+def consume_n(consumer: Consumer, n: int, timeout: float = 30.0) -> list[Any]:
+    """Read exactly n messages from an already-assigned consumer (EOF events ignored)."""
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"read only {len(out)} of {n} messages within {timeout}s")
+        msg = consumer.poll(0.2)
+        if msg is None:
+            continue
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            raise AssertionError(f"consumer error: {err}")
+        out.append(msg)
+    return out
+
+
+def create_topic(broker: Broker, name: str, partitions: int = 1,
+                 config: dict[str, str] | None = None) -> None:
+    futures = broker.admin().create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+        operation_timeout=10, request_timeout=15)
+    futures[name].result(timeout=20)
+    wait_until(lambda: name in broker.admin().list_topics(timeout=5).topics, 10,
+               message=f"topic {name} to appear in Metadata")
