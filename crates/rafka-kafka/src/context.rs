@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use rafka_metadata::topic_config::TopicDefaults;
-use rafka_metadata::{Controller, MetadataImage, MetadataLog};
+use rafka_metadata::controller::ControllerApi;
+use rafka_metadata::{MetadataImage, MetadataLog};
 
 use crate::replica_manager::ReplicaManager;
 
@@ -46,7 +47,10 @@ pub struct BrokerContext {
     pub cluster_id: String,
     pub listeners: Vec<Listener>,
     pub metadata: Arc<dyn MetadataLog>,
-    pub controller: Arc<Controller>,
+    /// The active controller, local or reached over gRPC.
+    pub controller: Arc<dyn ControllerApi>,
+    /// Who the active controller is, as this node knows it (-1 when unknown).
+    pub controller_id: Arc<dyn Fn() -> i32 + Send + Sync>,
     pub replicas: Arc<ReplicaManager>,
     pub limits: BrokerLimits,
     pub broker_configs: Vec<ConfigEntry>,
@@ -70,8 +74,8 @@ impl BrokerContext {
         self.replicas.topic_defaults()
     }
 
-    /// The active controller's id. A single-node quorum's controller is this node.
+    /// The active controller's id (the Raft leader), or -1 when there is none.
     pub fn controller_id(&self) -> i32 {
-        self.node_id
+        (self.controller_id)()
     }
 }

@@ -50,7 +50,7 @@ impl From<&ControllerError> for KafkaError {
             }
             ControllerError::InvalidConfig { .. } => ResponseError::InvalidConfig,
             ControllerError::InvalidRequest { .. } => ResponseError::InvalidRequest,
-            ControllerError::Log(MetadataError::NotController) => ResponseError::NotController,
+            ControllerError::Log(MetadataError::NotController | MetadataError::Unavailable(_)) => ResponseError::NotController,
             ControllerError::Log(_) => ResponseError::UnknownServerError,
         };
         KafkaError::with_message(code, e.to_string())

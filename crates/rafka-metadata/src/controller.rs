@@ -10,8 +10,11 @@
 //! Decisions are serialised (one at a time, each against the image that includes
 //! every earlier commit), so two concurrent CreateTopics for one name cannot both win.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use uuid::Uuid;
 
@@ -26,7 +29,7 @@ use crate::topic_config::validate_topic_config;
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 
 /// A topic to create, as asked for by a client.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateTopicSpec {
     pub name: String,
     /// `None` (or -1 on the wire) means the broker default `num.partitions`.
@@ -46,7 +49,7 @@ pub struct TopicCreationDefaults {
 }
 
 /// What a successful (or validated) topic creation produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedTopic {
     pub topic_id: Uuid,
     pub num_partitions: i32,
@@ -55,14 +58,14 @@ pub struct CreatedTopic {
 }
 
 /// A topic named by name or by id (DeleteTopics v6+ accepts either).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TopicRef {
     Name(String),
     Id(Uuid),
 }
 
 /// One change to a topic's configuration overrides.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigChange {
     Set(String, String),
     Delete(String),
@@ -162,7 +165,7 @@ pub fn decide_create_topics(
 ) -> (Vec<MetadataRecord>, Vec<Result<CreatedTopic, ControllerError>>) {
     let mut records = Vec::new();
     let mut results = Vec::new();
-    let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+    let brokers: Vec<i32> = image.live_brokers();
     let mut names_in_request: BTreeMap<&str, usize> = BTreeMap::new();
     for spec in specs {
         *names_in_request.entry(spec.name.as_str()).or_default() += 1;
@@ -252,7 +255,7 @@ pub fn decide_create_topics(
                         return Err(ControllerError::InvalidReplicationFactor {
                             replication_factor: rf as i32,
                             reason: format!(
-                                "larger than the {} available broker(s)",
+                                "larger than the {} available (unfenced) broker(s)",
                                 brokers.len()
                             ),
                         });
@@ -377,7 +380,7 @@ pub fn decide_create_partitions(
             manual.to_vec()
         }
         None => {
-            let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+            let brokers: Vec<i32> = image.live_brokers();
             if rf > brokers.len() {
                 return Err(ControllerError::InvalidReplicationFactor {
                     replication_factor: rf as i32,
@@ -442,16 +445,122 @@ pub fn decide_alter_topic_configs(
     Ok(records)
 }
 
+/// Fences `broker`: it leaves every ISR it is in, and each partition it led gets a new
+/// leader from the remaining ISR (in replica order), or none (-1) when no other in-sync
+/// replica is alive — never an out-of-sync one (no unclean election). Leader and
+/// partition epochs are bumped so stale leaders and requests are refused.
+pub fn decide_fence_broker(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    if !image.brokers.contains_key(&broker) || image.fenced.contains(&broker) {
+        return vec![];
+    }
+    let mut records = vec![MetadataRecord::BrokerFenced { broker_id: broker }];
+    let alive = |b: &i32| *b != broker && image.brokers.contains_key(b) && !image.fenced.contains(b);
+    for topic in image.topics.values() {
+        for p in topic.partitions.values() {
+            if !p.isr.contains(&broker) && p.leader != broker {
+                continue;
+            }
+            let remaining: Vec<i32> = p.isr.iter().copied().filter(|b| *b != broker).collect();
+            let (leader, isr, leader_epoch) = if p.leader == broker {
+                match p.replicas.iter().copied().find(|r| remaining.contains(r) && alive(r)) {
+                    Some(new_leader) => (new_leader, remaining, p.leader_epoch + 1),
+                    // Keep the last ISR member recorded so it can lead again when it returns.
+                    None => (-1, if remaining.is_empty() { p.isr.clone() } else { remaining }, p.leader_epoch + 1),
+                }
+            } else if remaining.is_empty() {
+                continue;
+            } else {
+                (p.leader, remaining, p.leader_epoch)
+            };
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: topic.topic_id,
+                partition: p.partition,
+                leader,
+                isr,
+                leader_epoch,
+                partition_epoch: p.partition_epoch + 1,
+            });
+        }
+    }
+    records
+}
+
+/// `broker` is alive (registered or heartbeating): unfence it if fenced, and make it
+/// leader of every leaderless partition whose ISR it is in.
+pub fn decide_unfence_broker(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    if image.fenced.contains(&broker) {
+        records.push(MetadataRecord::BrokerUnfenced { broker_id: broker });
+    }
+    for topic in image.topics.values() {
+        for p in topic.partitions.values() {
+            if p.leader < 0 && p.isr.contains(&broker) {
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: topic.topic_id,
+                    partition: p.partition,
+                    leader: broker,
+                    isr: p.isr.clone(),
+                    leader_epoch: p.leader_epoch + 1,
+                    partition_epoch: p.partition_epoch + 1,
+                });
+            }
+        }
+    }
+    records
+}
+
+/// A command for the active controller, sent over gRPC by any node (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerRequest {
+    /// A broker announcing itself; `proposed_cluster_id` becomes the cluster id if the
+    /// cluster has none yet.
+    RegisterBroker { registration: BrokerRegistration, proposed_cluster_id: String },
+    Heartbeat { broker_id: i32 },
+    /// A broker shutting down cleanly: fence it now rather than after the session timeout.
+    Unregister { broker_id: i32 },
+    CreateTopics { specs: Vec<CreateTopicSpec>, validate_only: bool },
+    DeleteTopics { topics: Vec<TopicRef> },
+    CreatePartitions { topic: String, count: i32, assignments: Option<Vec<Vec<i32>>>, validate_only: bool },
+    AlterTopicConfigs { topic: String, changes: Vec<ConfigChange>, replace: bool, validate_only: bool },
+}
+
+/// The active controller's answer. `offset` is the metadata offset the change was
+/// committed at: the caller waits until its own image has reached it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerResponse {
+    Registered { offset: u64, cluster_id: String },
+    HeartbeatAck { offset: u64 },
+    Unregistered { offset: u64 },
+    TopicsCreated { offset: u64, results: Vec<Result<CreatedTopic, ControllerError>> },
+    TopicsDeleted { offset: u64, results: Vec<Result<(String, Uuid), ControllerError>> },
+    Done { offset: u64 },
+}
+
+/// Where controller commands go: the local controller, or the active one elsewhere.
+pub trait ControllerApi: Send + Sync + 'static {
+    fn submit(&self, request: ControllerRequest) -> crate::log::BoxFuture<'_, Result<ControllerResponse, ControllerError>>;
+}
+
 /// Runs decisions one at a time and commits their records.
 pub struct Controller {
     log: Arc<dyn MetadataLog>,
     serial: tokio::sync::Mutex<()>,
     defaults: TopicCreationDefaults,
+    /// Last heartbeat per broker, as seen by this controller (not replicated: a new
+    /// active controller gives every broker a full session from when it took over).
+    heartbeats: parking_lot::Mutex<HashMap<i32, Instant>>,
+    session_timeout: Duration,
 }
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller").finish_non_exhaustive()
+    }
+}
+
+impl ControllerApi for Controller {
+    fn submit(&self, request: ControllerRequest) -> crate::log::BoxFuture<'_, Result<ControllerResponse, ControllerError>> {
+        Box::pin(self.handle(request))
     }
 }
 
@@ -461,6 +570,109 @@ impl Controller {
             log,
             serial: tokio::sync::Mutex::new(()),
             defaults,
+            heartbeats: parking_lot::Mutex::new(HashMap::new()),
+            session_timeout: Duration::from_secs(9),
+        }
+    }
+
+    /// Sets `broker.session.timeout.ms`: a broker silent that long is fenced.
+    pub fn with_session_timeout(mut self, timeout: Duration) -> Controller {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// Forgets every heartbeat: called when this node becomes the active controller, so
+    /// each broker gets a full session before it can be fenced.
+    pub fn reset_liveness(&self) {
+        self.heartbeats.lock().clear();
+    }
+
+    /// Fences every registered, unfenced broker not heard from within the session timeout
+    /// (`now` is injectable for tests). Returns the fenced broker ids.
+    pub async fn fence_silent_brokers(&self, now: Instant) -> Result<Vec<i32>, ControllerError> {
+        let _serial = self.serial.lock().await;
+        let image = self.log.image();
+        let stale: Vec<i32> = {
+            let mut heartbeats = self.heartbeats.lock();
+            image
+                .live_brokers()
+                .into_iter()
+                .filter(|b| {
+                    let last = *heartbeats.entry(*b).or_insert(now);
+                    now.saturating_duration_since(last) > self.session_timeout
+                })
+                .collect()
+        };
+        let mut fenced = Vec::new();
+        for broker in stale {
+            let image = self.log.image();
+            let records = decide_fence_broker(&image, broker);
+            if !records.is_empty() {
+                self.log.commit(records).await?;
+                tracing::warn!(broker, timeout_ms = self.session_timeout.as_millis() as u64, "fenced broker: no heartbeat within the session timeout");
+                fenced.push(broker);
+            }
+        }
+        Ok(fenced)
+    }
+
+    /// Handles one command; see [`ControllerRequest`].
+    pub async fn handle(&self, request: ControllerRequest) -> Result<ControllerResponse, ControllerError> {
+        match request {
+            ControllerRequest::RegisterBroker { registration, proposed_cluster_id } => {
+                let cluster_id = self.ensure_cluster_id(&proposed_cluster_id).await?;
+                let broker_id = registration.broker_id;
+                self.heartbeats.lock().insert(broker_id, Instant::now());
+                let mut offset = self.register_broker(registration).await?;
+                let _serial = self.serial.lock().await;
+                let records = decide_unfence_broker(&self.log.image(), broker_id);
+                if !records.is_empty() {
+                    offset = self.log.commit(records).await?;
+                }
+                Ok(ControllerResponse::Registered { offset, cluster_id })
+            }
+            ControllerRequest::Heartbeat { broker_id } => {
+                self.heartbeats.lock().insert(broker_id, Instant::now());
+                let _serial = self.serial.lock().await;
+                let image = self.log.image();
+                if !image.brokers.contains_key(&broker_id) {
+                    return Err(ControllerError::InvalidRequest {
+                        reason: format!("broker {broker_id} is not registered"),
+                    });
+                }
+                let records = decide_unfence_broker(&image, broker_id);
+                let offset = if records.is_empty() {
+                    image.offset
+                } else {
+                    tracing::info!(broker = broker_id, "unfenced broker: heartbeating again");
+                    self.log.commit(records).await?
+                };
+                Ok(ControllerResponse::HeartbeatAck { offset })
+            }
+            ControllerRequest::Unregister { broker_id } => {
+                let _serial = self.serial.lock().await;
+                let image = self.log.image();
+                let records = decide_fence_broker(&image, broker_id);
+                let offset = if records.is_empty() { image.offset } else { self.log.commit(records).await? };
+                self.heartbeats.lock().remove(&broker_id);
+                Ok(ControllerResponse::Unregistered { offset })
+            }
+            ControllerRequest::CreateTopics { specs, validate_only } => {
+                let (offset, results) = self.create_topics(&specs, validate_only).await?;
+                Ok(ControllerResponse::TopicsCreated { offset, results })
+            }
+            ControllerRequest::DeleteTopics { topics } => {
+                let (offset, results) = self.delete_topics(&topics).await?;
+                Ok(ControllerResponse::TopicsDeleted { offset, results })
+            }
+            ControllerRequest::CreatePartitions { topic, count, assignments, validate_only } => {
+                let offset = self.create_partitions(&topic, count, assignments.as_deref(), validate_only).await?;
+                Ok(ControllerResponse::Done { offset })
+            }
+            ControllerRequest::AlterTopicConfigs { topic, changes, replace, validate_only } => {
+                let offset = self.alter_topic_configs(&topic, &changes, replace, validate_only).await?;
+                Ok(ControllerResponse::Done { offset })
+            }
         }
     }
 
@@ -708,6 +920,59 @@ mod tests {
             false
         )
         .is_err());
+    }
+
+    #[test]
+    fn fencing_a_leader_elects_the_next_in_sync_replica_and_bumps_epochs() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        let (records, _) = decide_create_topics(&image, &[spec("t", 3, 3)], DEFAULTS);
+        replay(&mut image, &records);
+        let before = image.topic_by_name("t").unwrap().clone();
+        let victim = before.partitions[&0].leader;
+        let r = decide_fence_broker(&image, victim);
+        replay(&mut image, &r);
+        assert!(image.fenced.contains(&victim));
+        assert!(!image.live_brokers().contains(&victim));
+        for (i, p) in &image.topic_by_name("t").unwrap().partitions {
+            let old = &before.partitions[i];
+            assert!(!p.isr.contains(&victim), "partition {i} ISR {:?}", p.isr);
+            assert_ne!(p.leader, victim);
+            assert!(p.isr.contains(&p.leader));
+            assert_eq!(p.partition_epoch, old.partition_epoch + 1);
+            let expected_epoch = if old.leader == victim { old.leader_epoch + 1 } else { old.leader_epoch };
+            assert_eq!(p.leader_epoch, expected_epoch);
+        }
+        // Fencing again changes nothing.
+        assert!(decide_fence_broker(&image, victim).is_empty());
+    }
+
+    #[test]
+    fn a_partition_without_live_in_sync_replicas_goes_offline_and_returns_with_its_last_member() {
+        let mut image = image_with_brokers(&[1]);
+        let (records, _) = decide_create_topics(&image, &[spec("solo", 1, 1)], DEFAULTS);
+        replay(&mut image, &records);
+        let r = decide_fence_broker(&image, 1);
+        replay(&mut image, &r);
+        let p = &image.topic_by_name("solo").unwrap().partitions[&0];
+        assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
+        let r = decide_unfence_broker(&image, 1);
+        replay(&mut image, &r);
+        let p = &image.topic_by_name("solo").unwrap().partitions[&0];
+        assert_eq!((p.leader, p.leader_epoch), (1, 2));
+        assert!(image.fenced.is_empty());
+    }
+
+    #[test]
+    fn fenced_brokers_get_no_new_replicas() {
+        let mut image = image_with_brokers(&[1, 2, 3]);
+        let r = decide_fence_broker(&image, 2);
+        replay(&mut image, &r);
+        let (records, results) = decide_create_topics(&image, &[spec("n", 4, 2), spec("too-big", 1, 3)], DEFAULTS);
+        assert!(matches!(results[1], Err(ControllerError::InvalidReplicationFactor { .. })));
+        replay(&mut image, &records);
+        for p in image.topic_by_name("n").unwrap().partitions.values() {
+            assert!(!p.replicas.contains(&2));
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Errors of the metadata layer. Each variant names the values that were wrong;
 //! the Kafka front maps them to Kafka error codes in one place.
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// A request to change metadata that the controller refused.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerError {
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopic { name: String, reason: String },
@@ -29,7 +30,7 @@ pub enum ControllerError {
 }
 
 /// A failure of the metadata log itself (I/O, a corrupt record, shutdown).
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataError {
     #[error("metadata log I/O error at {path}: {message}")]
     Io { path: String, message: String },
@@ -39,4 +40,6 @@ pub enum MetadataError {
     ShutDown,
     #[error("not the active controller")]
     NotController,
+    #[error("no active controller could be reached: {0}")]
+    Unavailable(String),
 }

@@ -5,8 +5,9 @@
 //! position of the last record applied, so a reader can tell whether it has
 //! seen a given commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::records::{BrokerRegistration, ConfigResource, MetadataRecord};
@@ -15,7 +16,7 @@ use crate::records::{BrokerRegistration, ConfigResource, MetadataRecord};
 pub type BrokerImage = BrokerRegistration;
 
 /// State of one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub partition: i32,
     pub replicas: Vec<i32>,
@@ -27,7 +28,7 @@ pub struct PartitionImage {
 }
 
 /// A topic and its partitions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicImage {
     pub name: String,
     pub topic_id: Uuid,
@@ -47,12 +48,15 @@ impl TopicImage {
 }
 
 /// The whole cluster metadata as of `offset`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
     /// Offset of the last applied record; 0 for an empty image.
     pub offset: u64,
     pub cluster_id: Option<String>,
     pub brokers: BTreeMap<i32, BrokerImage>,
+    /// Registered brokers that are currently fenced (not alive).
+    #[serde(default)]
+    pub fenced: BTreeSet<i32>,
     pub topics: BTreeMap<Uuid, TopicImage>,
     pub topic_ids_by_name: BTreeMap<String, Uuid>,
 }
@@ -66,6 +70,11 @@ impl MetadataImage {
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
         self.topics.get(id)
+    }
+
+    /// Registered, unfenced brokers in id order.
+    pub fn live_brokers(&self) -> Vec<i32> {
+        self.brokers.keys().copied().filter(|b| !self.fenced.contains(b)).collect()
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionImage> {
@@ -87,6 +96,34 @@ impl MetadataImage {
             MetadataRecord::RegisterBroker(registration) => {
                 self.brokers
                     .insert(registration.broker_id, registration.clone());
+                self.fenced.remove(&registration.broker_id);
+            }
+            MetadataRecord::BrokerFenced { broker_id } => {
+                if self.brokers.contains_key(broker_id) {
+                    self.fenced.insert(*broker_id);
+                }
+            }
+            MetadataRecord::BrokerUnfenced { broker_id } => {
+                self.fenced.remove(broker_id);
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                if let Some(p) = self
+                    .topics
+                    .get_mut(topic_id)
+                    .and_then(|t| t.partitions.get_mut(partition))
+                {
+                    p.leader = *leader;
+                    p.isr = isr.clone();
+                    p.leader_epoch = *leader_epoch;
+                    p.partition_epoch = *partition_epoch;
+                }
             }
             MetadataRecord::Topic { name, topic_id } => {
                 self.topic_ids_by_name.insert(name.clone(), *topic_id);

@@ -66,6 +66,20 @@ pub enum MetadataRecord {
     RemoveTopic {
         topic_id: Uuid,
     },
+    /// The active controller stopped hearing from a broker (or it shut down):
+    /// it is no longer offered to clients or chosen for new replicas.
+    BrokerFenced { broker_id: i32 },
+    /// A fenced broker is heartbeating again.
+    BrokerUnfenced { broker_id: i32 },
+    /// New leader and/or ISR of an existing partition.
+    PartitionChange {
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        isr: Vec<i32>,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
 }
 
 /// Convenience for building a topic's override map in tests and controllers.

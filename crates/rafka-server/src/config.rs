@@ -66,6 +66,12 @@ const fn key(name: &'static str, default: Option<&'static str>) -> KeyDef {
 /// Every key Rafka reads. Aliases (`broker.id`, `log.dir`) are folded into these.
 const KNOWN_KEYS: &[KeyDef] = &[
     key("node.id", Some("1")),
+    key("process.roles", Some("broker,controller")),
+    key("controller.quorum.voters", None),
+    key("inter.broker.listener.name", None),
+    key("metadata.log.dir", None),
+    key("broker.heartbeat.interval.ms", Some("500")),
+    key("broker.session.timeout.ms", Some("9000")),
     key("listeners", Some("PLAINTEXT://localhost:9092")),
     key("advertised.listeners", None),
     key(
@@ -209,6 +215,18 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    /// This node votes in the metadata quorum (`process.roles` includes `controller`).
+    pub is_controller: bool,
+    /// Voters of the metadata quorum: node id → gRPC `host:port`. Empty: a single-node
+    /// quorum of this node.
+    pub quorum_voters: BTreeMap<i32, String>,
+    /// The listener serving node-to-node gRPC (never Kafka clients), if any.
+    pub inter_broker_listener: Option<Listener>,
+    /// Where the Raft log, vote and snapshots live.
+    pub metadata_log_dir: PathBuf,
+    pub broker_heartbeat_interval_ms: u64,
+    pub broker_session_timeout_ms: u64,
+    /// Kafka client listeners.
     pub listeners: Vec<Listener>,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
@@ -384,6 +402,54 @@ impl BrokerConfig {
             return Err(r.invalid("advertised.listeners", format!("listener {name} is not in listeners")));
         }
 
+        // process.roles and the quorum.
+        let roles: Vec<String> = r.string("process.roles").split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect();
+        let is_controller = match roles.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["broker", "controller"] | ["controller", "broker"] => true,
+            ["broker"] => false,
+            _ => return Err(r.invalid("process.roles", "must be \"broker,controller\" or \"broker\" (controller-only nodes are not supported yet)")),
+        };
+        let mut quorum_voters = BTreeMap::new();
+        for item in r.string("controller.quorum.voters").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (id, address) = item
+                .split_once('@')
+                .ok_or_else(|| r.invalid("controller.quorum.voters", format!("{item:?} is not ID@HOST:PORT")))?;
+            let id: i32 = id.trim().parse().map_err(|_| r.invalid("controller.quorum.voters", format!("{item:?} has a bad node id")))?;
+            let (_, port) = address
+                .rsplit_once(':')
+                .ok_or_else(|| r.invalid("controller.quorum.voters", format!("{item:?} has no port")))?;
+            port.parse::<u16>().map_err(|_| r.invalid("controller.quorum.voters", format!("{item:?} has a bad port")))?;
+            if quorum_voters.insert(id, address.trim().to_string()).is_some() {
+                return Err(r.invalid("controller.quorum.voters", format!("node {id} is listed twice")));
+            }
+        }
+        if !quorum_voters.is_empty() {
+            if is_controller && !quorum_voters.contains_key(&node_id) {
+                return Err(r.invalid("controller.quorum.voters", format!("this node (node.id={node_id}) has process.roles=broker,controller but is not a voter")));
+            }
+            if !is_controller && quorum_voters.contains_key(&node_id) {
+                return Err(r.invalid("controller.quorum.voters", format!("this node (node.id={node_id}) is a voter but process.roles=broker")));
+            }
+        } else if !is_controller {
+            return Err(r.invalid("process.roles", "a broker-only node needs controller.quorum.voters to find the quorum"));
+        }
+        let inter_broker_name = r.optional("inter.broker.listener.name").map(|n| n.to_ascii_uppercase());
+        let inter_broker_listener = match &inter_broker_name {
+            Some(name) => {
+                let position = listeners.iter().position(|l| &l.name == name).ok_or_else(|| {
+                    r.invalid("inter.broker.listener.name", format!("no listener named {name} in listeners"))
+                })?;
+                Some(listeners.remove(position))
+            }
+            None if !quorum_voters.is_empty() => {
+                return Err(r.invalid("inter.broker.listener.name", "must name the listener that serves node-to-node traffic when controller.quorum.voters is set"))
+            }
+            None => None,
+        };
+        if listeners.is_empty() {
+            return Err(r.invalid("listeners", "no listener left for Kafka clients besides the inter-broker listener"));
+        }
+
         let log_dirs: Vec<PathBuf> = r
             .string("log.dirs")
             .split(',')
@@ -393,6 +459,12 @@ impl BrokerConfig {
             .collect();
         if log_dirs.is_empty() {
             return Err(r.invalid("log.dirs", "no directory given"));
+        }
+        let metadata_log_dir = r.optional("metadata.log.dir").map(PathBuf::from).unwrap_or_else(|| log_dirs[0].clone());
+        let broker_heartbeat_interval_ms = r.long("broker.heartbeat.interval.ms", 10, 60_000)? as u64;
+        let broker_session_timeout_ms = r.long("broker.session.timeout.ms", 100, 600_000)? as u64;
+        if broker_session_timeout_ms <= broker_heartbeat_interval_ms {
+            return Err(r.invalid("broker.session.timeout.ms", "must be longer than broker.heartbeat.interval.ms"));
         }
 
         // Topic defaults from broker keys, validated with the topic rules.
@@ -433,6 +505,12 @@ impl BrokerConfig {
 
         Ok(BrokerConfig {
             node_id,
+            is_controller,
+            quorum_voters,
+            inter_broker_listener,
+            metadata_log_dir,
+            broker_heartbeat_interval_ms,
+            broker_session_timeout_ms,
             listeners,
             log_dirs,
             num_partitions: r.long("num.partitions", 1, 100_000)? as i32,
@@ -563,6 +641,40 @@ mod tests {
         assert_eq!(c.listeners[1].advertised_host, "localhost");
         assert_eq!(c.listeners[1].advertised_port, 19092);
         assert_eq!(c.listeners[0].advertised_host, "broker-1");
+    }
+
+    #[test]
+    fn the_issue_example_configuration_is_accepted() {
+        let c = load(
+            "node.id=1\nprocess.roles=broker,controller\n\
+             listeners=PLAINTEXT://127.0.0.1:9092,BROKER://127.0.0.1:9192\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:9092,BROKER://127.0.0.1:9192\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT\n\
+             inter.broker.listener.name=BROKER\n\
+             controller.quorum.voters=1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194\n\
+             log.dirs=/var/lib/rafka/node1\ndefault.replication.factor=3\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(c.is_controller);
+        assert_eq!(c.quorum_voters.len(), 3);
+        assert_eq!(c.quorum_voters[&2], "127.0.0.1:9193");
+        assert_eq!(c.inter_broker_listener.as_ref().unwrap().bind_port, 9192);
+        assert_eq!(c.listeners.len(), 1, "the inter-broker listener does not serve Kafka clients");
+        assert!(c.unknown_keys().is_empty());
+    }
+
+    #[test]
+    fn quorum_settings_are_checked_against_each_other() {
+        let base = "listeners=PLAINTEXT://:9092,BROKER://:9192\nlistener.security.protocol.map=PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT\n";
+        let with = |extra: &str| load(&format!("{base}{extra}"), &[], &[]);
+        assert!(with("controller.quorum.voters=2@h:9192\ninter.broker.listener.name=BROKER\n").is_err(), "combined node not a voter");
+        assert!(with("process.roles=broker\ncontroller.quorum.voters=1@h:9192\ninter.broker.listener.name=BROKER\n").is_err(), "broker-only node listed as voter");
+        assert!(with("controller.quorum.voters=1@h:9192\n").is_err(), "voters without inter-broker listener");
+        assert!(with("controller.quorum.voters=1@h\ninter.broker.listener.name=BROKER\n").is_err(), "voter without port");
+        assert!(with("process.roles=controller\n").is_err());
+        assert!(with("process.roles=broker\ncontroller.quorum.voters=2@h:9192\ninter.broker.listener.name=BROKER\n").is_ok());
     }
 
     #[test]

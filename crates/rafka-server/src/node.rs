@@ -1,24 +1,32 @@
 //! One Rafka node: start-up in dependency order, background duties, and a graceful
 //! shutdown that undoes start-up in reverse.
 //!
-//! Start-up: lock the log directories → check their identity → bind the listeners
-//! (fail fast, before anything is written) → open the metadata log and settle the
-//! cluster id → register this broker → open the hosted partitions (crash recovery
-//! happens here) → serve. Shutdown: stop accepting, let open connections finish the
-//! requests they started, stop background tasks, close every partition cleanly.
+//! Start-up: lock the log directories → check their identity → bind every listener
+//! (fail fast, before anything is written) → open the Raft storage and start the
+//! metadata quorum (serving its gRPC port) → register this broker with the active
+//! controller, which settles the cluster id → open the hosted partitions (crash
+//! recovery happens here) → serve Kafka clients, heartbeat, and (while leading) fence
+//! silent brokers.
+//!
+//! Shutdown is controlled: the broker first asks the controller to fence it, so
+//! leadership of its partitions moves to other in-sync replicas while it can still
+//! answer; then it stops accepting, lets open connections finish the requests they
+//! started, stops background tasks and Raft, and closes every partition cleanly.
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::SocketAddr;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use openraft::BasicNode;
 use rafka_kafka::{BrokerContext, BrokerLimits, ConnectionTracker, ReplicaManager};
-use rafka_metadata::controller::TopicCreationDefaults;
+use rafka_metadata::controller::{ControllerRequest, ControllerResponse, TopicCreationDefaults};
 use rafka_metadata::records::{BrokerEndpoint, BrokerRegistration};
-use rafka_metadata::{ControllerError, LocalMetadataLog, MetadataError, MetadataLog};
-use rafka_metadata::Controller;
+use rafka_metadata::{Controller, ControllerError, MetadataLog};
+use rafka_raft::{LogStore, NodeId, Raft, RaftMetadataLog, RaftStorageError, StateMachine};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,9 +36,13 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::meta_properties::{self, MetaPropertiesError};
+use crate::quorum::{ControllerGrpcService, Quorum};
+use crate::raft_network::{GrpcNetwork, RaftGrpcService};
 
 /// How long open connections get to finish their started requests at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start-up waits for a quorum to accept this broker's registration.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -42,16 +54,26 @@ pub enum NodeError {
     Bind { listener: String, address: String, message: String },
     #[error(transparent)]
     Identity(#[from] MetaPropertiesError),
-    #[error("metadata log: {0}")]
-    Metadata(#[from] MetadataError),
+    #[error("metadata storage: {0}")]
+    RaftStorage(#[from] RaftStorageError),
+    #[error("metadata quorum: {0}")]
+    Raft(String),
     #[error("metadata: {0}")]
     Controller(#[from] ControllerError),
-    #[error("configured cluster.id {configured} does not match the cluster id {actual} stored in the metadata log")]
+    #[error("configured cluster.id {configured} does not match the cluster id {actual} of the quorum")]
     ClusterIdMismatch { configured: String, actual: String },
+    #[error("this node's data belongs to cluster {stored} but the quorum's cluster id is {quorum}; refusing to join")]
+    WrongCluster { stored: String, quorum: String },
+    #[error("could not register with the metadata quorum within {seconds} s (is a majority of controller.quorum.voters running?): {last_error}")]
+    RegistrationTimeout { seconds: u64, last_error: String },
 }
 
 fn lock_dirs(dirs: &[PathBuf]) -> Result<Vec<File>, NodeError> {
-    dirs.iter()
+    let mut unique = dirs.to_vec();
+    unique.sort();
+    unique.dedup();
+    unique
+        .iter()
         .map(|dir| {
             let dir_err = |e: std::io::Error| NodeError::Dir {
                 path: dir.display().to_string(),
@@ -77,11 +99,21 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+async fn bind(name: &str, host: &str, port: u16) -> Result<TcpListener, NodeError> {
+    let address = format!("{host}:{port}");
+    TcpListener::bind(&address).await.map_err(|e| NodeError::Bind {
+        listener: name.to_string(),
+        address,
+        message: e.to_string(),
+    })
+}
+
 /// A started node. Dropping it without [`Node::shutdown`] aborts its tasks.
 pub struct Node {
     node_id: i32,
     addresses: Vec<(String, SocketAddr)>,
     replicas: Arc<ReplicaManager>,
+    quorum: Arc<Quorum>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
     tasks: JoinSet<()>,
@@ -108,9 +140,15 @@ impl Node {
         self.node_id
     }
 
-    /// Where each listener actually listens (useful with port 0).
+    /// Where each listener actually listens (useful with port 0). The inter-broker
+    /// (gRPC) listener, if any, is included under its name.
     pub fn listen_addresses(&self) -> &[(String, SocketAddr)] {
         &self.addresses
+    }
+
+    /// The metadata quorum as this node sees it.
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        &self.quorum
     }
 
     /// Starts a node; see the module doc for the order.
@@ -119,74 +157,211 @@ impl Node {
         Node::start_inner(config, span.clone()).instrument(span).await
     }
 
-    async fn start_inner(config: BrokerConfig, span: tracing::Span) -> Result<Node, NodeError> {
+    async fn start_inner(mut config: BrokerConfig, span: tracing::Span) -> Result<Node, NodeError> {
         let started = Instant::now();
         let node_id = config.node_id;
-        let _locks = lock_dirs(&config.log_dirs)?;
-        let stored_cluster_id = meta_properties::check_dirs(&config.log_dirs, node_id)?;
-
-        let mut bound = Vec::new();
-        for listener in &config.listeners {
-            let address = format!("{}:{}", listener.bind_host, listener.bind_port);
-            let socket = TcpListener::bind(&address).await.map_err(|e| NodeError::Bind {
-                listener: listener.name.clone(),
-                address: address.clone(),
-                message: e.to_string(),
-            })?;
-            bound.push((listener.name.clone(), socket));
+        let mut all_dirs = config.log_dirs.clone();
+        all_dirs.push(config.metadata_log_dir.clone());
+        let _locks = lock_dirs(&all_dirs)?;
+        let stored_cluster_id = meta_properties::check_dirs(&all_dirs, node_id)?;
+        if let (Some(stored), Some(configured)) = (&stored_cluster_id, &config.cluster_id) {
+            if stored != configured {
+                return Err(NodeError::ClusterIdMismatch { configured: configured.clone(), actual: stored.clone() });
+            }
         }
+
+        // Bind everything first: a port conflict fails start-up before anything is written.
+        let mut kafka_sockets = Vec::new();
+        for listener in &config.listeners {
+            kafka_sockets.push((listener.name.clone(), bind(&listener.name, &listener.bind_host, listener.bind_port).await?));
+        }
+        let grpc_socket = match &config.inter_broker_listener {
+            Some(l) => Some(bind(&l.name, &l.bind_host, l.bind_port).await?),
+            None => None,
+        };
         // A listener on port 0 advertises the port the OS picked (tests, ad-hoc runs).
-        let mut config = config;
-        for (listener, (_, socket)) in config.listeners.iter_mut().zip(&bound) {
+        for (listener, (_, socket)) in config.listeners.iter_mut().zip(&kafka_sockets) {
             if listener.advertised_port == 0 {
                 if let Ok(addr) = socket.local_addr() {
                     listener.advertised_port = addr.port();
                 }
             }
         }
+        if let (Some(listener), Some(socket)) = (config.inter_broker_listener.as_mut(), &grpc_socket) {
+            if listener.advertised_port == 0 {
+                if let Ok(addr) = socket.local_addr() {
+                    listener.advertised_port = addr.port();
+                }
+            }
+        }
+        let my_grpc_address = config
+            .inter_broker_listener
+            .as_ref()
+            .map(|l| format!("{}:{}", l.advertised_host, l.advertised_port))
+            .unwrap_or_default();
 
-        let metadata_dir = config.log_dirs[0].join(rafka_kafka::replica_manager::METADATA_DIR_NAME);
-        let log = Arc::new(LocalMetadataLog::open(&metadata_dir)?);
-        let metadata: Arc<dyn MetadataLog> = log.clone();
-        let controller = Arc::new(Controller::new(
-            metadata.clone(),
-            TopicCreationDefaults {
-                num_partitions: config.num_partitions,
-                replication_factor: config.default_replication_factor,
-            },
+        // The metadata quorum.
+        let metadata_dir = config.metadata_log_dir.join(rafka_kafka::replica_manager::METADATA_DIR_NAME);
+        let log_store = LogStore::open(&metadata_dir.join("raft-log"))?;
+        let state_machine = StateMachine::open(&metadata_dir.join("snapshots"))?;
+        let images = state_machine.subscribe();
+        let raft_config = Arc::new(rafka_raft::raft_config("rafka-metadata"));
+        let raft = Raft::new(node_id as NodeId, raft_config, GrpcNetwork, log_store, state_machine)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let metadata: Arc<dyn MetadataLog> = Arc::new(RaftMetadataLog::new(raft.clone(), images.clone()));
+        let controller = Arc::new(
+            Controller::new(
+                metadata.clone(),
+                TopicCreationDefaults {
+                    num_partitions: config.num_partitions,
+                    replication_factor: config.default_replication_factor,
+                },
+            )
+            .with_session_timeout(Duration::from_millis(config.broker_session_timeout_ms)),
+        );
+        let quorum = Arc::new(Quorum::new(
+            node_id,
+            raft.clone(),
+            controller.clone(),
+            config.inter_broker_listener.as_ref().map(|l| l.name.clone()),
         ));
-        let proposed = stored_cluster_id
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut addresses = Vec::new();
+        if let Some(socket) = grpc_socket {
+            let address = socket.local_addr().map_err(|e| NodeError::Bind {
+                listener: "inter-broker".into(),
+                address: String::new(),
+                message: e.to_string(),
+            })?;
+            let name = config.inter_broker_listener.as_ref().map(|l| l.name.clone()).unwrap_or_default();
+            info!(listener = %name, %address, "serving node-to-node gRPC");
+            addresses.push((name, address));
+            let router = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(rafka_rpc::raft_service_server::RaftServiceServer::new(RaftGrpcService::new(raft.clone())).max_decoding_message_size(64 << 20))
+                .add_service(rafka_rpc::controller_service_server::ControllerServiceServer::new(ControllerGrpcService::new(quorum.clone())));
+            let mut stop = stop_rx.clone();
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(socket);
+            tasks.spawn(
+                async move {
+                    let shutdown = async move { rafka_kafka::server::until_shutdown(&mut stop).await };
+                    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                        warn!(error = %e, "gRPC server stopped with an error");
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+
+        if config.is_controller && !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+            let voters: BTreeMap<NodeId, BasicNode> = if config.quorum_voters.is_empty() {
+                BTreeMap::from([(node_id as NodeId, BasicNode::new(my_grpc_address.clone()))])
+            } else {
+                config.quorum_voters.iter().map(|(id, addr)| (*id as NodeId, BasicNode::new(addr.clone()))).collect()
+            };
+            info!(voters = ?voters.keys().collect::<Vec<_>>(), "bootstrapping the metadata quorum");
+            // Every voter bootstraps with the same membership; a peer that already did is fine.
+            if let Err(e) = raft.initialize(voters).await {
+                info!(error = %e, "quorum already initialized by a peer");
+            }
+        }
+
+        // Leader duties: fence brokers whose heartbeats stop.
+        {
+            let quorum = quorum.clone();
+            let mut stop = stop_rx.clone();
+            let period = Duration::from_millis((config.broker_heartbeat_interval_ms / 2).max(50));
+            tasks.spawn(
+                async move {
+                    let mut was_leader = false;
+                    let mut ticker = tokio::time::interval(period);
+                    loop {
+                        tokio::select! {
+                            _ = rafka_kafka::server::until_shutdown(&mut stop) => break,
+                            _ = ticker.tick() => {}
+                        }
+                        let leader = quorum.is_leader();
+                        if leader && !was_leader {
+                            info!("this node is now the active controller");
+                            quorum.controller().reset_liveness();
+                        }
+                        was_leader = leader;
+                        if leader {
+                            if let Err(e) = quorum.controller().fence_silent_brokers(Instant::now()).await {
+                                warn!(error = %e, "fencing check failed");
+                            }
+                        }
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+
+        // Register with the active controller; it settles the cluster id.
+        let proposed_cluster_id = stored_cluster_id
             .clone()
             .or_else(|| config.cluster_id.clone())
             .unwrap_or_else(meta_properties::new_kafka_id);
-        let cluster_id = controller.ensure_cluster_id(&proposed).await?;
-        if let Some(configured) = &config.cluster_id {
-            if *configured != cluster_id {
-                return Err(NodeError::ClusterIdMismatch {
-                    configured: configured.clone(),
-                    actual: cluster_id,
-                });
-            }
+        let mut endpoints: Vec<BrokerEndpoint> = config
+            .listeners
+            .iter()
+            .map(|l| BrokerEndpoint {
+                listener: l.name.clone(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+                security_protocol: l.security_protocol.clone(),
+            })
+            .collect();
+        if let Some(l) = &config.inter_broker_listener {
+            endpoints.push(BrokerEndpoint {
+                listener: l.name.clone(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+                security_protocol: l.security_protocol.clone(),
+            });
         }
-        meta_properties::stamp_dirs(&config.log_dirs, node_id, &cluster_id)?;
-
-        controller
-            .register_broker(BrokerRegistration {
+        let registration = ControllerRequest::RegisterBroker {
+            registration: BrokerRegistration {
                 broker_id: node_id,
                 incarnation_id: Uuid::new_v4(),
-                endpoints: config
-                    .listeners
-                    .iter()
-                    .map(|l| BrokerEndpoint {
-                        listener: l.name.clone(),
-                        host: l.advertised_host.clone(),
-                        port: l.advertised_port,
-                        security_protocol: l.security_protocol.clone(),
-                    })
-                    .collect(),
+                endpoints,
                 rack: config.broker_rack.clone(),
-            })
-            .await?;
+            },
+            proposed_cluster_id: proposed_cluster_id.clone(),
+        };
+        let deadline = Instant::now() + REGISTRATION_TIMEOUT;
+        let (registered_at, cluster_id) = loop {
+            match quorum.submit_with_retry(registration.clone()).await {
+                Ok(ControllerResponse::Registered { offset, cluster_id }) => break (offset, cluster_id),
+                Ok(other) => return Err(NodeError::Raft(format!("unexpected registration answer {other:?}"))),
+                Err(e) if Instant::now() < deadline => warn!(error = %e, "waiting for the metadata quorum to accept this broker"),
+                Err(e) => {
+                    return Err(NodeError::RegistrationTimeout {
+                        seconds: REGISTRATION_TIMEOUT.as_secs(),
+                        last_error: e.to_string(),
+                    })
+                }
+            }
+        };
+        if let Some(stored) = &stored_cluster_id {
+            if *stored != cluster_id {
+                return Err(NodeError::WrongCluster { stored: stored.clone(), quorum: cluster_id });
+            }
+        }
+        if let Some(configured) = &config.cluster_id {
+            if *configured != cluster_id {
+                return Err(NodeError::ClusterIdMismatch { configured: configured.clone(), actual: cluster_id });
+            }
+        }
+        meta_properties::stamp_dirs(&all_dirs, node_id, &cluster_id)?;
+
+        // Our image must include our own registration before we serve.
+        let mut images = images;
+        let _ = images.wait_for(|image| image.offset >= registered_at).await;
 
         let replicas = Arc::new(
             ReplicaManager::new(node_id, config.log_dirs.clone(), config.topic_defaults()).map_err(|e| NodeError::Dir {
@@ -194,14 +369,8 @@ impl Node {
                 message: e.to_string(),
             })?,
         );
-        let mut images = metadata.subscribe();
         let first_image = images.borrow_and_update().clone();
         tokio::task::block_in_place(|| replicas.apply_image(&first_image));
-
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-
-        // React to metadata changes.
         {
             let replicas = replicas.clone();
             let mut stop = stop_rx.clone();
@@ -221,23 +390,49 @@ impl Node {
                 .in_current_span(),
             );
         }
-        // Retention and time-based rolling.
+        // Heartbeats keep this broker unfenced.
+        {
+            let quorum = quorum.clone();
+            let mut stop = stop_rx.clone();
+            let interval = Duration::from_millis(config.broker_heartbeat_interval_ms);
+            tasks.spawn(
+                async move {
+                    let mut ticker = tokio::time::interval(interval);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = rafka_kafka::server::until_shutdown(&mut stop) => break,
+                            _ = ticker.tick() => {
+                                if let Err(e) = quorum.submit_with_retry(ControllerRequest::Heartbeat { broker_id: node_id }).await {
+                                    warn!(error = %e, "heartbeat not acknowledged");
+                                }
+                            }
+                        }
+                    }
+                }
+                .in_current_span(),
+            );
+        }
         spawn_periodic(&mut tasks, &stop_rx, config.log_retention_check_interval_ms, {
             let replicas = replicas.clone();
             move || replicas.enforce_retention(now_ms())
         });
-        // Flush and checkpoint recovery points, so restart after a crash scans little.
         spawn_periodic(&mut tasks, &stop_rx, config.log_flush_offset_checkpoint_interval_ms, {
             let replicas = replicas.clone();
             move || replicas.flush_all()
         });
 
+        let controller_id = {
+            let metrics = raft.metrics();
+            Arc::new(move || metrics.borrow().current_leader.map(|l| l as i32).unwrap_or(-1)) as Arc<dyn Fn() -> i32 + Send + Sync>
+        };
         let ctx = Arc::new(BrokerContext {
             node_id,
             cluster_id: cluster_id.clone(),
             listeners: config.listeners.clone(),
             metadata: metadata.clone(),
-            controller,
+            controller: quorum.clone(),
+            controller_id,
             replicas: replicas.clone(),
             limits: BrokerLimits {
                 auto_create_topics: config.auto_create_topics_enable,
@@ -249,8 +444,7 @@ impl Node {
         });
         let tracker = ConnectionTracker::new(config.max_connections);
         let mut listeners = JoinSet::new();
-        let mut addresses = Vec::new();
-        for (name, socket) in bound {
+        for (name, socket) in kafka_sockets {
             let address = socket.local_addr().map_err(|e| NodeError::Bind {
                 listener: name.clone(),
                 address: String::new(),
@@ -269,11 +463,11 @@ impl Node {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "broker started"
         );
-
         Ok(Node {
             node_id,
             addresses,
             replicas,
+            quorum,
             stop: stop_tx,
             listeners,
             tasks,
@@ -282,15 +476,26 @@ impl Node {
         })
     }
 
-    /// Stops accepting, lets open connections finish what they started, stops the
-    /// background tasks and closes every partition cleanly.
+    /// Controlled shutdown: ask the controller to fence this broker (moving partition
+    /// leadership to other in-sync replicas), stop accepting, let open connections finish
+    /// what they started, stop background tasks and Raft, close every partition cleanly.
     pub async fn shutdown(mut self) {
         let span = self.span.clone();
         async move {
+            info!("controlled shutdown: handing off leadership");
+            let unregister = self.quorum.submit_with_retry(ControllerRequest::Unregister { broker_id: self.node_id });
+            match tokio::time::timeout(Duration::from_secs(5), unregister).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(error = %e, "controller did not fence this broker; others will after the session timeout"),
+                Err(_) => warn!("controller did not answer the shutdown request in time"),
+            }
             info!("shutting down: no new connections; finishing started requests");
             let _ = self.stop.send(true);
             while self.listeners.join_next().await.is_some() {}
             while self.tasks.join_next().await.is_some() {}
+            if let Err(e) = self.quorum.raft().shutdown().await {
+                warn!(error = %e, "raft shutdown failed");
+            }
             let replicas = self.replicas.clone();
             tokio::task::block_in_place(|| replicas.close_all());
             info!("shutdown complete");

@@ -16,7 +16,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use rafka_metadata::controller::{CreateTopicSpec, TopicRef};
+use rafka_metadata::controller::{ControllerRequest, ControllerResponse, CreateTopicSpec, TopicRef};
+use rafka_metadata::ControllerError;
 use rafka_metadata::topic_config::TOPIC_CONFIGS;
 use uuid::Uuid;
 
@@ -28,6 +29,19 @@ async fn wait_applied(ctx: &BrokerContext, offset: u64) {
     ctx.replicas
         .wait_applied(offset, Duration::from_millis(ctx.limits.metadata_apply_timeout_ms))
         .await;
+}
+
+/// A controller answer of the wrong kind (a version mismatch between nodes).
+pub(crate) fn unexpected(response: &ControllerResponse) -> ControllerError {
+    ControllerError::InvalidRequest { reason: format!("unexpected controller response {response:?}") }
+}
+
+/// Submits a command whose answer is just the metadata offset it committed at.
+pub(crate) async fn submit_for_offset(ctx: &BrokerContext, request: ControllerRequest) -> Result<u64, ControllerError> {
+    match ctx.controller.submit(request).await? {
+        ControllerResponse::Done { offset } => Ok(offset),
+        other => Err(unexpected(&other)),
+    }
 }
 
 fn str_bytes(s: &str) -> StrBytes {
@@ -55,11 +69,16 @@ pub async fn create_topics(ctx: &BrokerContext, request: CreateTopicsRequest, ve
                 .collect(),
         })
         .collect();
-    let results = match ctx.controller.create_topics(&specs, request.validate_only).await {
-        Ok((offset, results)) => {
+    let submitted = ctx
+        .controller
+        .submit(ControllerRequest::CreateTopics { specs: specs.clone(), validate_only: request.validate_only })
+        .await;
+    let results = match submitted {
+        Ok(ControllerResponse::TopicsCreated { offset, results }) => {
             wait_applied(ctx, offset).await;
             results
         }
+        Ok(other) => specs.iter().map(|_| Err(unexpected(&other))).collect(),
         Err(e) => specs.iter().map(|_| Err(e.clone())).collect(),
     };
     let defaults = ctx.topic_defaults();
@@ -115,11 +134,12 @@ pub async fn delete_topics(ctx: &BrokerContext, request: DeleteTopicsRequest, ve
     } else {
         request.topic_names.iter().map(|n| TopicRef::Name(n.0.to_string())).collect()
     };
-    let results = match ctx.controller.delete_topics(&refs).await {
-        Ok((offset, results)) => {
+    let results = match ctx.controller.submit(ControllerRequest::DeleteTopics { topics: refs.clone() }).await {
+        Ok(ControllerResponse::TopicsDeleted { offset, results }) => {
             wait_applied(ctx, offset).await;
             results
         }
+        Ok(other) => refs.iter().map(|_| Err(unexpected(&other))).collect(),
         Err(e) => refs.iter().map(|_| Err(e.clone())).collect(),
     };
     let responses = refs
@@ -157,11 +177,13 @@ pub async fn create_partitions(ctx: &BrokerContext, request: CreatePartitionsReq
             let assignments: Option<Vec<Vec<i32>>> = t
                 .assignments
                 .map(|a| a.into_iter().map(|x| x.broker_ids.into_iter().map(|b| b.0).collect()).collect());
-            match ctx
-                .controller
-                .create_partitions(&name, t.count, assignments.as_deref(), request.validate_only)
-                .await
-            {
+            let command = ControllerRequest::CreatePartitions {
+                topic: name.clone(),
+                count: t.count,
+                assignments,
+                validate_only: request.validate_only,
+            };
+            match submit_for_offset(ctx, command).await {
                 Ok(offset) => {
                     wait_applied(ctx, offset).await;
                     Ok(())

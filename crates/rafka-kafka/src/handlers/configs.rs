@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use rafka_metadata::controller::ConfigChange;
+use rafka_metadata::controller::{ConfigChange, ControllerRequest};
 use rafka_metadata::topic_config::{topic_config_def, ConfigSource, ConfigType, TOPIC_CONFIGS};
 
 use super::message;
@@ -168,11 +168,8 @@ async fn alter_resource(
         }
     }
     let changes = changes?;
-    let offset = ctx
-        .controller
-        .alter_topic_configs(name, &changes, replace, validate_only)
-        .await
-        .map_err(|e| KafkaError::from(&e))?;
+    let command = ControllerRequest::AlterTopicConfigs { topic: name.to_string(), changes, replace, validate_only };
+    let offset = super::admin::submit_for_offset(ctx, command).await.map_err(|e| KafkaError::from(&e))?;
     ctx.replicas
         .wait_applied(offset, Duration::from_millis(ctx.limits.metadata_apply_timeout_ms))
         .await;

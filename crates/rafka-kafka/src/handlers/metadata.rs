@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use rafka_metadata::controller::CreateTopicSpec;
+use rafka_metadata::controller::{ControllerRequest, ControllerResponse, CreateTopicSpec};
 use rafka_metadata::names::validate_topic_name;
 use rafka_metadata::{MetadataImage, TopicImage};
 use tracing::info;
@@ -26,12 +26,12 @@ pub const TOPIC_OPERATIONS: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1
 /// ALTER_CONFIGS, IDEMPOTENT_WRITE.
 pub const CLUSTER_OPERATIONS: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
-/// `(id, host, port, rack)` of every broker that has an endpoint on `listener`.
+/// `(id, host, port, rack)` of every live (unfenced) broker with an endpoint on `listener`.
 pub fn broker_endpoints<'a>(
     image: &'a MetadataImage,
     listener: &'a str,
 ) -> impl Iterator<Item = (i32, String, u16, Option<String>)> + 'a {
-    image.brokers.values().filter_map(move |b| {
+    image.brokers.values().filter(|b| !image.fenced.contains(&b.broker_id)).filter_map(move |b| {
         b.endpoints
             .iter()
             .find(|e| e.listener == listener)
@@ -104,7 +104,8 @@ pub async fn handle(
             })
             .collect();
         if !missing.is_empty() {
-            if let Ok((offset, results)) = ctx.controller.create_topics(&missing, false).await {
+            let command = ControllerRequest::CreateTopics { specs: missing.clone(), validate_only: false };
+            if let Ok(ControllerResponse::TopicsCreated { offset, results }) = ctx.controller.submit(command).await {
                 for (spec, result) in missing.iter().zip(&results) {
                     match result {
                         Ok(created) => info!(topic = %spec.name, partitions = created.num_partitions, "auto-created topic"),

@@ -1,0 +1,200 @@
+//! The metadata quorum as the rest of the node sees it: who the active controller is,
+//! and a [`ControllerApi`] that takes a command to it wherever it runs.
+//!
+//! Only the Raft leader decides. [`Quorum::submit`] runs a command on the local
+//! [`Controller`] when this node leads, and otherwise sends it over gRPC to the leader,
+//! retrying through elections (NOT_CONTROLLER, unreachable peers) until a deadline.
+//! [`ControllerGrpcService`] is the receiving side, which refuses commands unless this
+//! node is the leader.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::BasicNode;
+use rafka_metadata::controller::{ControllerApi, ControllerRequest, ControllerResponse};
+use rafka_metadata::log::BoxFuture;
+use rafka_metadata::{Controller, ControllerError, MetadataError};
+use rafka_raft::{NodeId, Raft};
+use rafka_rpc::controller_service_client::ControllerServiceClient;
+use rafka_rpc::controller_service_server::ControllerService;
+use rafka_rpc::{ControllerCommand, ControllerReply};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+/// How long a forwarded command keeps retrying through elections before giving up.
+pub const DEFAULT_SUBMIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct Quorum {
+    node_id: i32,
+    raft: Raft,
+    controller: Arc<Controller>,
+    /// The listener (same name on every node) whose endpoint is a node's gRPC address.
+    inter_broker_listener: Option<String>,
+    clients: parking_lot::Mutex<HashMap<NodeId, ControllerServiceClient<Channel>>>,
+    submit_timeout: Duration,
+}
+
+impl std::fmt::Debug for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quorum").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+type Reply = Result<ControllerResponse, ControllerError>;
+
+fn unavailable(why: impl Into<String>) -> ControllerError {
+    ControllerError::Log(MetadataError::Unavailable(why.into()))
+}
+
+impl Quorum {
+    pub fn new(node_id: i32, raft: Raft, controller: Arc<Controller>, inter_broker_listener: Option<String>) -> Quorum {
+        Quorum {
+            node_id,
+            raft,
+            controller,
+            inter_broker_listener,
+            clients: parking_lot::Mutex::new(HashMap::new()),
+            submit_timeout: DEFAULT_SUBMIT_TIMEOUT,
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// The active controller (Raft leader) as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id as NodeId)
+    }
+
+    fn address_of(&self, node: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
+    }
+
+    /// Runs a command here, as the leader. Newly registered brokers that are not voters
+    /// join the quorum as learners, so every node holds the metadata log.
+    pub async fn handle_locally(&self, request: ControllerRequest) -> Reply {
+        if !self.is_leader() {
+            return Err(ControllerError::Log(MetadataError::NotController));
+        }
+        let learner = match (&request, &self.inter_broker_listener) {
+            (ControllerRequest::RegisterBroker { registration, .. }, Some(listener)) => registration
+                .endpoints
+                .iter()
+                .find(|e| &e.listener == listener)
+                .map(|e| (registration.broker_id as NodeId, format!("{}:{}", e.host, e.port))),
+            _ => None,
+        };
+        let reply = self.controller.handle(request).await?;
+        if let Some((id, addr)) = learner {
+            let known = {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow();
+                metrics.membership_config.membership().get_node(&id).is_some()
+            };
+            if !known {
+                info!(node = id, %addr, "adding broker to the metadata quorum as a learner");
+                if let Err(e) = self.raft.add_learner(id, BasicNode::new(addr), false).await {
+                    warn!(node = id, error = %e, "cannot add learner");
+                }
+            }
+        }
+        Ok(reply)
+    }
+
+    async fn client(&self, leader: NodeId) -> Result<ControllerServiceClient<Channel>, ControllerError> {
+        if let Some(c) = self.clients.lock().get(&leader) {
+            return Ok(c.clone());
+        }
+        let addr = self
+            .address_of(leader)
+            .ok_or_else(|| unavailable(format!("no address known for controller {leader}")))?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| unavailable(format!("bad controller address {addr}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| unavailable(format!("cannot reach controller {leader} at {addr}: {e}")))?;
+        let client = ControllerServiceClient::new(channel);
+        self.clients.lock().insert(leader, client.clone());
+        Ok(client)
+    }
+
+    async fn forward(&self, leader: NodeId, request: &ControllerRequest) -> Reply {
+        let payload = serde_json::to_vec(request).map_err(|e| unavailable(format!("cannot encode command: {e}")))?;
+        let mut client = self.client(leader).await?;
+        let mut message = tonic::Request::new(ControllerCommand { payload });
+        message.set_timeout(self.submit_timeout);
+        match client.submit(message).await {
+            Ok(reply) => serde_json::from_slice::<Reply>(&reply.into_inner().payload)
+                .map_err(|e| unavailable(format!("undecodable controller reply: {e}")))?,
+            Err(status) => {
+                self.clients.lock().remove(&leader);
+                Err(unavailable(format!("controller {leader}: {status}")))
+            }
+        }
+    }
+
+    fn retriable(e: &ControllerError) -> bool {
+        matches!(e, ControllerError::Log(MetadataError::NotController | MetadataError::Unavailable(_)))
+    }
+
+    /// Takes `request` to the active controller, retrying through elections.
+    pub async fn submit_with_retry(&self, request: ControllerRequest) -> Reply {
+        let deadline = Instant::now() + self.submit_timeout;
+        loop {
+            let attempt = match self.leader() {
+                Some(leader) if leader == self.node_id as NodeId => self.handle_locally(request.clone()).await,
+                Some(leader) => self.forward(leader, &request).await,
+                None => Err(unavailable("no controller has been elected yet")),
+            };
+            match attempt {
+                Err(e) if Self::retriable(&e) && Instant::now() < deadline => {
+                    debug!(error = %e, "controller command not taken; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl ControllerApi for Quorum {
+    fn submit(&self, request: ControllerRequest) -> BoxFuture<'_, Reply> {
+        Box::pin(self.submit_with_retry(request))
+    }
+}
+
+/// The receiving side of forwarded controller commands.
+pub struct ControllerGrpcService {
+    quorum: Arc<Quorum>,
+}
+
+impl ControllerGrpcService {
+    pub fn new(quorum: Arc<Quorum>) -> ControllerGrpcService {
+        ControllerGrpcService { quorum }
+    }
+}
+
+#[tonic::async_trait]
+impl ControllerService for ControllerGrpcService {
+    async fn submit(&self, request: tonic::Request<ControllerCommand>) -> Result<tonic::Response<ControllerReply>, tonic::Status> {
+        let command: ControllerRequest = serde_json::from_slice(&request.into_inner().payload)
+            .map_err(|e| tonic::Status::invalid_argument(format!("undecodable controller command: {e}")))?;
+        let reply = self.quorum.handle_locally(command).await;
+        let payload = serde_json::to_vec(&reply).map_err(|e| tonic::Status::internal(format!("cannot encode reply: {e}")))?;
+        Ok(tonic::Response::new(ControllerReply { payload }))
+    }
+}

@@ -1,0 +1,142 @@
+//! A three-node quorum in one process: formation, forwarding, and leader loss.
+//! (Failure tests with real processes and `kill -9` live in the top-level `tests/`.)
+
+mod support;
+
+#[global_allocator]
+static ALLOCATOR: rafka_kafka::alloc_guard::GuardedAllocator = rafka_kafka::alloc_guard::GuardedAllocator;
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use rafka_server::{BrokerConfig, Node};
+use support::Client;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Cluster {
+    nodes: Vec<Option<Node>>,
+    kafka_ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+fn node_config(dir: &std::path::Path, id: usize, kafka: &[u16], grpc: &[u16]) -> BrokerConfig {
+    let voters: Vec<String> = grpc.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect();
+    let overrides = vec![
+        format!("node.id={id}"),
+        format!("listeners=PLAINTEXT://127.0.0.1:{},BROKER://127.0.0.1:{}", kafka[id - 1], grpc[id - 1]),
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT".to_string(),
+        "inter.broker.listener.name=BROKER".to_string(),
+        format!("controller.quorum.voters={}", voters.join(",")),
+        format!("log.dirs={}", dir.join(format!("node{id}")).display()),
+        "broker.session.timeout.ms=2000".to_string(),
+    ];
+    BrokerConfig::load(None, vec![], &overrides).unwrap()
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let kafka: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let configs: Vec<BrokerConfig> = (1..=3).map(|id| node_config(dir.path(), id, &kafka, &grpc)).collect();
+        let started = futures::future::join_all(configs.into_iter().map(Node::start)).await;
+        Cluster {
+            nodes: started.into_iter().map(|n| Some(n.expect("node starts"))).collect(),
+            kafka_ports: kafka,
+            _dir: dir,
+        }
+    }
+
+    async fn client(&self, id: usize) -> Client {
+        Client::connect(format!("127.0.0.1:{}", self.kafka_ports[id - 1]).parse().unwrap()).await
+    }
+
+    async fn metadata(&self, id: usize) -> MetadataResponse {
+        let mut client = self.client(id).await;
+        match client.call(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(None))).await {
+            ResponseKind::Metadata(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, timeout: Duration, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_agree_forward_creates_and_survive_the_controller() {
+    let mut cluster = Cluster::start().await;
+    // Every node sees all three brokers and the same controller.
+    for id in 1..=3 {
+        let m = cluster.metadata(id).await;
+        assert_eq!(m.brokers.len(), 3, "node {id} sees every broker");
+        assert!(m.controller_id.0 >= 1);
+    }
+    let controller = cluster.metadata(1).await.controller_id.0 as usize;
+    let other = (1..=3).find(|id| *id != controller).unwrap();
+
+    // CreateTopics through a node that is not the controller.
+    let mut client = cluster.client(other).await;
+    let create = |name: &str, rf: i16| {
+        RequestKind::CreateTopics(CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(6)
+            .with_replication_factor(rf)]))
+    };
+    match client.call(ApiKey::CreateTopics, 7, create("orders", 3)).await {
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message),
+        other => panic!("{other:?}"),
+    }
+    match client.call(ApiKey::CreateTopics, 7, create("too-wide", 4)).await {
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, ResponseError::InvalidReplicationFactor.code()),
+        other => panic!("{other:?}"),
+    }
+    // Every node returns the same placement, with leaders balanced 2/2/2.
+    let reference = cluster.metadata(1).await.topics;
+    for id in 2..=3 {
+        wait_until("metadata converges", Duration::from_secs(5), || async { cluster.metadata(id).await.topics == reference }).await;
+    }
+    let mut leaders = std::collections::BTreeMap::new();
+    for p in &reference[0].partitions {
+        assert_eq!(p.replica_nodes.len(), 3);
+        *leaders.entry(p.leader_id.0).or_insert(0) += 1;
+    }
+    assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+
+    // Lose the controller (dropped without shutdown: no handoff, like a crash).
+    let started = Instant::now();
+    drop(cluster.nodes[controller - 1].take());
+    let survivor = other;
+    wait_until("a new controller is elected", Duration::from_secs(10), || async {
+        let c = cluster.metadata(survivor).await.controller_id.0;
+        c > 0 && c as usize != controller
+    })
+    .await;
+    eprintln!("new controller after {:?}", started.elapsed());
+    let mut client = cluster.client(survivor).await;
+    match client.call(ApiKey::CreateTopics, 7, create("after-failover", 2)).await {
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message),
+        other => panic!("{other:?}"),
+    }
+    // The silent broker is fenced: it leaves Metadata and every ISR.
+    wait_until("the lost broker is fenced", Duration::from_secs(10), || async {
+        let m = cluster.metadata(survivor).await;
+        m.brokers.len() == 2
+            && m.topics.iter().all(|t| t.partitions.iter().all(|p| !p.isr_nodes.contains(&BrokerId(controller as i32)) && p.leader_id.0 != controller as i32))
+    })
+    .await;
+    for node in cluster.nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}
