@@ -29,6 +29,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     SupportedApi { key: ApiKey::AlterConfigs, min: 0, max: 2 },
     SupportedApi { key: ApiKey::CreatePartitions, min: 0, max: 3 },
     SupportedApi { key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
+    SupportedApi { key: ApiKey::DescribeQuorum, min: 0, max: 2 },
     SupportedApi { key: ApiKey::DescribeCluster, min: 0, max: 2 },
 ];
 

@@ -522,6 +522,29 @@ pub enum ControllerRequest {
     DeleteTopics { topics: Vec<TopicRef> },
     CreatePartitions { topic: String, count: i32, assignments: Option<Vec<Vec<i32>>>, validate_only: bool },
     AlterTopicConfigs { topic: String, changes: Vec<ConfigChange>, replace: bool, validate_only: bool },
+    /// The quorum's state as the leader sees it (DescribeQuorum). Answered by the node
+    /// that runs Raft, not by [`Controller`].
+    DescribeQuorum,
+}
+
+/// One replica of the metadata log, for DescribeQuorum.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuorumReplica {
+    pub node_id: i32,
+    /// Next log offset the replica does not have (-1 when unknown).
+    pub log_end_offset: i64,
+}
+
+/// The metadata quorum as its leader sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuorumState {
+    pub leader_id: i32,
+    /// The Raft term, which is KRaft's leader epoch.
+    pub leader_epoch: i32,
+    /// Next offset not yet committed (applied) by the quorum.
+    pub high_watermark: i64,
+    pub voters: Vec<QuorumReplica>,
+    pub observers: Vec<QuorumReplica>,
 }
 
 /// The active controller's answer. `offset` is the metadata offset the change was
@@ -534,6 +557,7 @@ pub enum ControllerResponse {
     TopicsCreated { offset: u64, results: Vec<Result<CreatedTopic, ControllerError>> },
     TopicsDeleted { offset: u64, results: Vec<Result<(String, Uuid), ControllerError>> },
     Done { offset: u64 },
+    Quorum(QuorumState),
 }
 
 /// Where controller commands go: the local controller, or the active one elsewhere.
@@ -673,6 +697,9 @@ impl Controller {
                 let offset = self.alter_topic_configs(&topic, &changes, replace, validate_only).await?;
                 Ok(ControllerResponse::Done { offset })
             }
+            ControllerRequest::DescribeQuorum => Err(ControllerError::InvalidRequest {
+                reason: "the quorum is described by the node running Raft".into(),
+            }),
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
-use rafka_metadata::controller::{ControllerApi, ControllerRequest, ControllerResponse};
+use rafka_metadata::controller::{ControllerApi, ControllerRequest, ControllerResponse, QuorumReplica, QuorumState};
 use rafka_metadata::log::BoxFuture;
 use rafka_metadata::{Controller, ControllerError, MetadataError};
 use rafka_raft::{NodeId, Raft};
@@ -96,6 +96,9 @@ impl Quorum {
                 .map(|e| (registration.broker_id as NodeId, format!("{}:{}", e.host, e.port))),
             _ => None,
         };
+        if matches!(request, ControllerRequest::DescribeQuorum) {
+            return Ok(ControllerResponse::Quorum(self.quorum_state()));
+        }
         let reply = self.controller.handle(request).await?;
         if let Some((id, addr)) = learner {
             let known = {
@@ -111,6 +114,34 @@ impl Quorum {
             }
         }
         Ok(reply)
+    }
+
+    /// Leader, term, commit point and each replica's log end, from this (leader) node's
+    /// Raft metrics. Offsets are exclusive ends: last index + 1.
+    fn quorum_state(&self) -> QuorumState {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let end = |index: Option<u64>| index.map(|i| i as i64 + 1).unwrap_or(0);
+        let replica = |id: NodeId| {
+            let log_end_offset = if id == m.id {
+                end(m.last_log_index)
+            } else {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .map(|matched| end(matched.map(|l| l.index)))
+                    .unwrap_or(-1)
+            };
+            QuorumReplica { node_id: id as i32, log_end_offset }
+        };
+        QuorumState {
+            leader_id: m.current_leader.map(|l| l as i32).unwrap_or(-1),
+            leader_epoch: m.current_term as i32,
+            high_watermark: end(m.last_applied.map(|l| l.index)),
+            voters: membership.voter_ids().map(replica).collect(),
+            observers: membership.learner_ids().map(replica).collect(),
+        }
     }
 
     async fn client(&self, leader: NodeId) -> Result<ControllerServiceClient<Channel>, ControllerError> {
@@ -156,7 +187,13 @@ impl Quorum {
         let deadline = Instant::now() + self.submit_timeout;
         loop {
             let attempt = match self.leader() {
-                Some(leader) if leader == self.node_id as NodeId => self.handle_locally(request.clone()).await,
+                // A leader that lost its majority would wait for ever on the commit.
+                Some(leader) if leader == self.node_id as NodeId => {
+                    match tokio::time::timeout(self.submit_timeout, self.handle_locally(request.clone())).await {
+                        Ok(reply) => reply,
+                        Err(_) => Err(unavailable("the metadata quorum did not commit within the timeout")),
+                    }
+                }
                 Some(leader) => self.forward(leader, &request).await,
                 None => Err(unavailable("no controller has been elected yet")),
             };

@@ -498,6 +498,21 @@ async fn every_advertised_version_answers_success_and_error_paths() {
             other => panic!("{other:?}"),
         }
     }
+    for v in range(ApiKey::DescribeQuorum) {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(name("__cluster_metadata"))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+        match client.call(ApiKey::DescribeQuorum, v, RequestKind::DescribeQuorum(request)).await {
+            ResponseKind::DescribeQuorum(r) => {
+                let p = &r.topics[0].partitions[0];
+                assert_eq!((p.error_code, p.leader_id.0), (0, 1), "describe quorum v{v}");
+                assert_eq!(p.current_voters.len(), 1);
+                assert!(p.high_watermark > 0 && p.current_voters[0].log_end_offset >= p.high_watermark);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     for v in range(ApiKey::OffsetForLeaderEpoch) {
         use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
         let request = OffsetForLeaderEpochRequest::default().with_topics(vec![OffsetForLeaderTopic::default()

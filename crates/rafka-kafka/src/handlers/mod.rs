@@ -19,6 +19,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod configs;
 pub mod describe_cluster;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod list_offsets;
@@ -59,6 +60,7 @@ pub async fn start(ctx: &Arc<BrokerContext>, conn: &Arc<ConnectionInfo>, request
         RequestKind::DescribeCluster(r) => {
             ready(ResponseKind::DescribeCluster(describe_cluster::handle(ctx, conn, r, v)))
         }
+        RequestKind::DescribeQuorum(r) => ready(ResponseKind::DescribeQuorum(describe_quorum::handle(ctx, r, v).await)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             ready(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(ctx, r, v)))
         }
