@@ -71,16 +71,44 @@ pub enum ConfigChange {
     Delete(String),
 }
 
-/// Chooses replicas for `count` new partitions numbered from `first_partition`,
-/// spreading replicas and leaders round-robin over the brokers in `brokers`, starting
-/// at a broker chosen from the topic name so that leaders of different topics spread too.
+/// Orders brokers so that consecutive ones sit on different racks when racks are set
+/// (Kafka's rack-alternated list): racks in name order, one broker from each in turn.
+/// Brokers without a rack count as one rack of their own.
+fn rack_alternated(brokers: &[(i32, Option<String>)]) -> Vec<(i32, Option<String>)> {
+    let mut by_rack: BTreeMap<Option<String>, Vec<i32>> = BTreeMap::new();
+    for (id, rack) in brokers {
+        by_rack.entry(rack.clone()).or_default().push(*id);
+    }
+    let mut queues: Vec<(Option<String>, std::collections::VecDeque<i32>)> =
+        by_rack.into_iter().map(|(rack, mut ids)| {
+            ids.sort();
+            (rack, ids.into_iter().collect())
+        }).collect();
+    let mut out = Vec::with_capacity(brokers.len());
+    while out.len() < brokers.len() {
+        for (rack, queue) in queues.iter_mut() {
+            if let Some(id) = queue.pop_front() {
+                out.push((id, rack.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Chooses replicas for `count` new partitions numbered from `first_partition`: leaders
+/// round-robin over the (rack-alternated) brokers, starting at a broker chosen from the
+/// topic name so leaders of different topics spread too; followers walk on from the
+/// leader with a shift that changes every `n` partitions (as in Kafka), preferring
+/// brokers on racks the partition does not use yet, so replicas span as many racks as
+/// they can.
 pub fn place_replicas(
     topic: &str,
-    brokers: &[i32],
+    brokers: &[(i32, Option<String>)],
     first_partition: i32,
     count: i32,
     replication_factor: usize,
 ) -> Vec<Vec<i32>> {
+    let brokers = rack_alternated(brokers);
     let n = brokers.len();
     let start = topic
         .bytes()
@@ -89,32 +117,39 @@ pub fn place_replicas(
     (first_partition..first_partition + count)
         .map(|p| {
             let p = p as usize;
-            // The follower shift changes every n partitions, as in Kafka, so that the
-            // followers of one leader are not always the same brokers.
             let shift = 1 + (p / n) % n.saturating_sub(1).max(1);
             let leader = (start + p) % n;
-            let mut replicas = vec![brokers[leader]];
-            for r in 1..replication_factor {
-                replicas.push(brokers[(leader + shift * r) % n]);
+            let mut chosen = vec![leader];
+            let mut racks: BTreeSet<&Option<String>> = BTreeSet::from([&brokers[leader].1]);
+            let all_racks: BTreeSet<&Option<String>> = brokers.iter().map(|(_, r)| r).collect();
+            while chosen.len() < replication_factor.min(n) {
+                // Walk from the leader by the shift; take the first broker not chosen yet
+                // whose rack is new, or any not chosen once every rack is used.
+                let every_rack_used = racks.len() == all_racks.len();
+                let pick = (1..=n)
+                    .map(|step| (leader + shift * chosen.len() + step - 1) % n)
+                    .find(|i| !chosen.contains(i) && (every_rack_used || !racks.contains(&brokers[*i].1)))
+                    .or_else(|| (0..n).find(|i| !chosen.contains(i)));
+                match pick {
+                    Some(i) => {
+                        racks.insert(&brokers[i].1);
+                        chosen.push(i);
+                    }
+                    None => break,
+                }
             }
-            dedup_keep_order(replicas, brokers, leader)
+            chosen.into_iter().map(|i| brokers[i].0).collect()
         })
         .collect()
 }
 
-/// With small broker counts the stride can revisit a broker; fill with the next unused.
-fn dedup_keep_order(replicas: Vec<i32>, brokers: &[i32], leader: usize) -> Vec<i32> {
-    let want = replicas.len();
-    let mut seen = BTreeSet::new();
-    let mut out: Vec<i32> = replicas.into_iter().filter(|b| seen.insert(*b)).collect();
-    let mut i = leader;
-    while out.len() < want {
-        i = (i + 1) % brokers.len();
-        if seen.insert(brokers[i]) {
-            out.push(brokers[i]);
-        }
-    }
-    out
+/// Live brokers with their racks, for placement.
+fn live_brokers_with_racks(image: &MetadataImage) -> Vec<(i32, Option<String>)> {
+    image
+        .live_brokers()
+        .into_iter()
+        .map(|id| (id, image.brokers.get(&id).and_then(|b| b.rack.clone())))
+        .collect()
 }
 
 fn partition_records(topic_id: Uuid, first: i32, assignment: &[Vec<i32>]) -> Vec<MetadataRecord> {
@@ -165,7 +200,7 @@ pub fn decide_create_topics(
 ) -> (Vec<MetadataRecord>, Vec<Result<CreatedTopic, ControllerError>>) {
     let mut records = Vec::new();
     let mut results = Vec::new();
-    let brokers: Vec<i32> = image.live_brokers();
+    let brokers = live_brokers_with_racks(image);
     let mut names_in_request: BTreeMap<&str, usize> = BTreeMap::new();
     for spec in specs {
         *names_in_request.entry(spec.name.as_str()).or_default() += 1;
@@ -380,7 +415,7 @@ pub fn decide_create_partitions(
             manual.to_vec()
         }
         None => {
-            let brokers: Vec<i32> = image.live_brokers();
+            let brokers = live_brokers_with_racks(image);
             if rf > brokers.len() {
                 return Err(ControllerError::InvalidReplicationFactor {
                     replication_factor: rf as i32,
@@ -846,7 +881,7 @@ mod tests {
 
     #[test]
     fn placement_spreads_leaders_and_replicas_evenly() {
-        let brokers = [1, 2, 3];
+        let brokers = [(1, None), (2, None), (3, None)];
         let placed = place_replicas("t", &brokers, 0, 6, 3);
         let mut leaders = BTreeMap::new();
         for replicas in &placed {
@@ -855,6 +890,28 @@ mod tests {
             *leaders.entry(replicas[0]).or_insert(0) += 1;
         }
         assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn placement_spans_racks_before_repeating_one() {
+        let rack = |r: &str| Some(r.to_string());
+        // Six brokers on three racks, listed rack by rack.
+        let brokers = [(1, rack("a")), (2, rack("a")), (3, rack("b")), (4, rack("b")), (5, rack("c")), (6, rack("c"))];
+        let of = |id: i32| brokers.iter().find(|(b, _)| *b == id).unwrap().1.clone();
+        let placed = place_replicas("orders", &brokers, 0, 12, 3);
+        let mut leaders = BTreeMap::new();
+        for replicas in &placed {
+            let racks: BTreeSet<_> = replicas.iter().map(|b| of(*b)).collect();
+            assert_eq!(racks.len(), 3, "{replicas:?} spans every rack");
+            *leaders.entry(replicas[0]).or_insert(0) += 1;
+        }
+        assert_eq!(leaders.len(), 6, "every broker leads some partition");
+        assert!(leaders.values().all(|c| *c == 2));
+        // Two racks, RF 3: both racks used, no broker twice.
+        let two = [(1, rack("a")), (2, rack("a")), (3, rack("b"))];
+        for replicas in place_replicas("x", &two, 0, 6, 3) {
+            assert_eq!(replicas.iter().collect::<BTreeSet<_>>().len(), 3);
+        }
     }
 
     #[test]

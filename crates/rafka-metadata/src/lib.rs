@@ -13,9 +13,8 @@
 //! - [`controller`]: pure decisions. Each takes the current image and a request and
 //!   returns the records to commit plus the per-item results; nothing changes until
 //!   the records are committed and replayed, so decisions are testable without I/O.
-//! - [`log`]: the [`MetadataLog`] seam that orders and persists records, and
-//!   [`LocalMetadataLog`], its single-node, file-backed implementation. The Raft
-//!   quorum implements the same trait.
+//! - [`log`]: the [`MetadataLog`] seam that orders and persists records; the Raft
+//!   quorum (`rafka-raft`) implements it.
 //! - [`names`]: Kafka's topic-name rules.
 
 pub mod controller;
@@ -29,5 +28,5 @@ pub mod topic_config;
 pub use controller::Controller;
 pub use error::{ControllerError, MetadataError};
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
-pub use log::{LocalMetadataLog, MetadataLog};
+pub use log::MetadataLog;
 pub use records::{BrokerEndpoint, BrokerRegistration, MetadataRecord};
