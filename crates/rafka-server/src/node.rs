@@ -41,6 +41,8 @@ use crate::raft_network::{GrpcNetwork, RaftGrpcService};
 
 /// How long open connections get to finish their started requests at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long background duties get to notice a shutdown before they are aborted.
+const TASK_GRACE: Duration = Duration::from_secs(2);
 /// How long start-up waits for a quorum to accept this broker's registration.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -226,6 +228,7 @@ impl Node {
             raft.clone(),
             controller.clone(),
             config.inter_broker_listener.as_ref().map(|l| l.name.clone()),
+            config.quorum_voters.iter().map(|(id, addr)| (*id as NodeId, addr.clone())).collect(),
         ));
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -492,7 +495,13 @@ impl Node {
             info!("shutting down: no new connections; finishing started requests");
             let _ = self.stop.send(true);
             while self.listeners.join_next().await.is_some() {}
-            while self.tasks.join_next().await.is_some() {}
+            // Background duties stop at their next turn; one stuck on a commit that no
+            // quorum will ever take (the last voter leaving) is aborted after a grace.
+            let drained = tokio::time::timeout(TASK_GRACE, async { while self.tasks.join_next().await.is_some() {} }).await;
+            if drained.is_err() {
+                info!(remaining = self.tasks.len(), "aborting background tasks still busy after the grace period");
+                self.tasks.shutdown().await;
+            }
             if let Err(e) = self.quorum.raft().shutdown().await {
                 warn!(error = %e, "raft shutdown failed");
             }

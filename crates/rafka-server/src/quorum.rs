@@ -7,7 +7,7 @@
 //! [`ControllerGrpcService`] is the receiving side, which refuses commands unless this
 //! node is the leader.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ pub struct Quorum {
     /// The listener (same name on every node) whose endpoint is a node's gRPC address.
     inter_broker_listener: Option<String>,
     clients: parking_lot::Mutex<HashMap<NodeId, ControllerServiceClient<Channel>>>,
+    /// `controller.quorum.voters`: where to look for the controller before this node
+    /// knows the Raft membership (a broker-only node that has not joined yet).
+    bootstrap_voters: BTreeMap<NodeId, String>,
     submit_timeout: Duration,
 }
 
@@ -48,13 +51,20 @@ fn unavailable(why: impl Into<String>) -> ControllerError {
 }
 
 impl Quorum {
-    pub fn new(node_id: i32, raft: Raft, controller: Arc<Controller>, inter_broker_listener: Option<String>) -> Quorum {
+    pub fn new(
+        node_id: i32,
+        raft: Raft,
+        controller: Arc<Controller>,
+        inter_broker_listener: Option<String>,
+        bootstrap_voters: BTreeMap<NodeId, String>,
+    ) -> Quorum {
         Quorum {
             node_id,
             raft,
             controller,
             inter_broker_listener,
             clients: parking_lot::Mutex::new(HashMap::new()),
+            bootstrap_voters,
             submit_timeout: DEFAULT_SUBMIT_TIMEOUT,
         }
     }
@@ -79,7 +89,25 @@ impl Quorum {
     fn address_of(&self, node: NodeId) -> Option<String> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        metrics.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&node)
+            .map(|n| n.addr.clone())
+            .or_else(|| self.bootstrap_voters.get(&node).cloned())
+    }
+
+    /// With no known leader, asks each configured voter in turn; the leader takes the
+    /// command, the others answer NOT_CONTROLLER.
+    async fn forward_to_any_voter(&self, request: &ControllerRequest) -> Reply {
+        let mut last = unavailable("no controller has been elected yet");
+        for voter in self.bootstrap_voters.keys().filter(|v| **v != self.node_id as NodeId) {
+            match self.forward(*voter, request).await {
+                Err(e) if Self::retriable(&e) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
     }
 
     /// Runs a command here, as the leader. Newly registered brokers that are not voters
@@ -195,7 +223,7 @@ impl Quorum {
                     }
                 }
                 Some(leader) => self.forward(leader, &request).await,
-                None => Err(unavailable("no controller has been elected yet")),
+                None => self.forward_to_any_voter(&request).await,
             };
             match attempt {
                 Err(e) if Self::retriable(&e) && Instant::now() < deadline => {

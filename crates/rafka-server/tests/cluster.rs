@@ -39,8 +39,16 @@ fn node_config(dir: &std::path::Path, id: usize, kafka: &[u16], grpc: &[u16]) ->
     BrokerConfig::load(None, vec![], &overrides).unwrap()
 }
 
+/// `RAFKA_LOG=debug cargo test …` shows the nodes' logs.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("RAFKA_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
+    }
+}
+
 impl Cluster {
     async fn start() -> Cluster {
+        init_logs();
         let dir = tempfile::tempdir().unwrap();
         let kafka: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -137,6 +145,71 @@ async fn three_nodes_agree_forward_creates_and_survive_the_controller() {
     })
     .await;
     for node in cluster.nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_only_node_joins_as_a_learner_and_holds_the_metadata() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let kafka: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let grpc: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let voters = &grpc[..3];
+    let mut configs: Vec<BrokerConfig> = (1..=3).map(|id| node_config(dir.path(), id, &kafka, voters)).collect();
+    let voter_list: Vec<String> = voters.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect();
+    configs.push(
+        BrokerConfig::load(
+            None,
+            vec![],
+            &[
+                "node.id=4".to_string(),
+                "process.roles=broker".to_string(),
+                format!("listeners=PLAINTEXT://127.0.0.1:{},BROKER://127.0.0.1:{}", kafka[3], grpc[3]),
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT".to_string(),
+                "inter.broker.listener.name=BROKER".to_string(),
+                format!("controller.quorum.voters={}", voter_list.join(",")),
+                format!("log.dirs={}", dir.path().join("node4").display()),
+            ],
+        )
+        .unwrap(),
+    );
+    let nodes: Vec<Node> = futures::future::join_all(configs.into_iter().map(Node::start))
+        .await
+        .into_iter()
+        .map(|n| n.expect("node starts"))
+        .collect();
+    let cluster = Cluster { nodes: nodes.into_iter().map(Some).collect(), kafka_ports: kafka, _dir: dir };
+
+    let m = cluster.metadata(4).await;
+    assert_eq!(m.brokers.len(), 4, "the broker-only node is registered");
+    let mut client = cluster.client(4).await;
+    let create = RequestKind::CreateTopics(CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("from-learner")))
+            .with_num_partitions(4)
+            .with_replication_factor(2),
+    ]));
+    match client.call(ApiKey::CreateTopics, 7, create).await {
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message),
+        other => panic!("{other:?}"),
+    }
+    // The learner's own image has it (it replicates the metadata log), and the quorum
+    // lists it as an observer, not a voter.
+    assert!(cluster.metadata(4).await.topics.iter().any(|t| t.name == Some(TopicName(StrBytes::from_static_str("from-learner")))));
+    let controller = cluster.metadata(4).await.controller_id.0 as usize;
+    let state = cluster.nodes[controller - 1].as_ref().unwrap().quorum().clone();
+    wait_until("node 4 observes the quorum", Duration::from_secs(10), || {
+        let state = state.clone();
+        async move {
+            let m = state.raft().metrics();
+            let m = m.borrow();
+            let members = m.membership_config.membership();
+            members.learner_ids().any(|id| id == 4) && !members.voter_ids().any(|id| id == 4)
+        }
+    })
+    .await;
+    for node in cluster.nodes.into_iter().flatten() {
         node.shutdown().await;
     }
 }

@@ -180,11 +180,6 @@ impl Connection {
         Ok(connection)
     }
 
-    /// The address this connection was opened to.
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     async fn handshake(&mut self) -> Result<(), ClientError> {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str(SOFTWARE_NAME))

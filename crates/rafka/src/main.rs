@@ -1,4 +1,13 @@
 //! The `rafka` binary: a Kafka-compatible broker and its command-line tools.
+//!
+//! `server` runs a broker; `topics` is the `kafka-topics.sh` equivalent (`topics.rs`,
+//! over the small Kafka client in `client.rs`); `dev` runs a local multi-node
+//! cluster of `server` child processes (`dev.rs`). This file only parses the
+//! command line and dispatches.
+
+mod client;
+mod dev;
+mod topics;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +41,21 @@ enum Command {
         #[arg(long = "override", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Create, list, describe, alter or delete topics, like Kafka's kafka-topics.sh
+    ///
+    /// Same flags and output as kafka-topics.sh. Examples:
+    ///   rafka topics --bootstrap-server localhost:9092 --create --topic orders --partitions 6 --config retention.ms=86400000
+    ///   rafka topics --bootstrap-server localhost:9092 --describe --topic orders
+    /// Errors print "Error while executing topic command : <message>" on stderr and exit 1.
+    #[command(verbatim_doc_comment)]
+    Topics(topics::TopicsArgs),
+    /// Run a local multi-node cluster (broker+controller nodes as child processes) until Ctrl-C.
+    ///
+    /// Node i serves Kafka clients on 127.0.0.1:P+i-1 and node-to-node gRPC on
+    /// 127.0.0.1:P+100+i-1, keeps its data and log in DIR/node<i>/, and the bootstrap
+    /// string is printed once every node answers. Ctrl-C or SIGTERM stops the nodes
+    /// (controlled shutdown, SIGKILL after 30 s); the data stays for the next start.
+    Dev(dev::DevArgs),
 }
 
 fn init_logging() {
@@ -69,6 +93,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server { config, overrides } => server(config, overrides),
+        Command::Topics(args) => return topics::run(args),
+        Command::Dev(args) => dev::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

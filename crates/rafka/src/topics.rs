@@ -270,8 +270,12 @@ async fn create(connection: &mut Connection, topic: NewTopicSpec, if_not_exists:
         configs: topic.configs.into_iter().collect(),
     };
     let result = connection.create_topic(&request, OPERATION_TIMEOUT_MS).await?;
-    if result.error_code == TOPIC_ALREADY_EXISTS && if_not_exists {
-        return Ok(String::new());
+    if result.error_code == TOPIC_ALREADY_EXISTS {
+        if if_not_exists {
+            return Ok(String::new());
+        }
+        // Kafka's wording, whatever the broker's message says.
+        bail!("Topic '{}' already exists.", topic.name);
     }
     check(result.error_code, result.error_message.as_deref())?;
     Ok(format!("Created topic {}.\n", topic.name))
