@@ -121,7 +121,12 @@ pub fn bootstrap_servers(nodes: &[NodePlan]) -> String {
 pub fn server_properties(node: &NodePlan, nodes: &[NodePlan], data_path: &Path) -> String {
     let voters: Vec<String> = nodes.iter().map(|n| format!("{}@127.0.0.1:{}", n.id, n.grpc_port)).collect();
     let listeners = format!("PLAINTEXT://127.0.0.1:{},BROKER://127.0.0.1:{}", node.kafka_port, node.grpc_port);
-    let replication = nodes.len().min(3);
+    // Partition data is not replicated between nodes yet, so a topic with more than one
+    // replica cannot acknowledge acks=all writes or advance its high watermark. Until
+    // replication lands, auto-created topics get one replica so the dev cluster works
+    // with any client out of the box; explicit --replication-factor 3 still places
+    // (and describes) three replicas.
+    let replication = 1;
     format!(
         "# Written by `rafka dev` at every start: changes here are overwritten.\n\
          # Node {id} of a {n}-node local cluster; Kafka clients use PLAINTEXT, nodes talk gRPC on BROKER.\n\
@@ -595,17 +600,15 @@ mod tests {
                 "inter.broker.listener.name=BROKER",
                 "controller.quorum.voters=1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194",
                 "log.dirs=/abs/dev/node2/data",
-                "default.replication.factor=3",
+                "default.replication.factor=1",
             ]
         );
     }
 
     #[test]
-    fn replication_defaults_to_at_most_three() {
-        let one = plan(1, Path::new("d"), 9092).unwrap();
-        assert!(server_properties(&one[0], &one, Path::new("/d")).contains("default.replication.factor=1\n"));
+    fn replication_defaults_to_one_until_data_replication_exists() {
         let five = plan(5, Path::new("d"), 9092).unwrap();
-        assert!(server_properties(&five[0], &five, Path::new("/d")).contains("default.replication.factor=3\n"));
+        assert!(server_properties(&five[0], &five, Path::new("/d")).contains("default.replication.factor=1\n"));
     }
 
     #[test]
