@@ -50,6 +50,7 @@ impl From<&ControllerError> for KafkaError {
             }
             ControllerError::InvalidConfig { .. } => ResponseError::InvalidConfig,
             ControllerError::InvalidRequest { .. } => ResponseError::InvalidRequest,
+            ControllerError::InconsistentClusterId { .. } => ResponseError::InconsistentClusterId,
             ControllerError::Log(MetadataError::NotController | MetadataError::Unavailable(_)) => ResponseError::NotController,
             ControllerError::Log(_) => ResponseError::UnknownServerError,
         };

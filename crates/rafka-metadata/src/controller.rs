@@ -549,7 +549,14 @@ pub fn decide_unfence_broker(image: &MetadataImage, broker: i32) -> Vec<Metadata
 pub enum ControllerRequest {
     /// A broker announcing itself; `proposed_cluster_id` becomes the cluster id if the
     /// cluster has none yet.
-    RegisterBroker { registration: BrokerRegistration, proposed_cluster_id: String },
+    RegisterBroker {
+        registration: BrokerRegistration,
+        proposed_cluster_id: String,
+        /// The cluster id in the broker's `meta.properties`, if it has data already: a
+        /// broker whose data belongs to another cluster is refused before it registers.
+        #[serde(default)]
+        stored_cluster_id: Option<String>,
+    },
     Heartbeat { broker_id: i32 },
     /// A broker shutting down cleanly: fence it now rather than after the session timeout.
     Unregister { broker_id: i32 },
@@ -678,7 +685,16 @@ impl Controller {
     /// Handles one command; see [`ControllerRequest`].
     pub async fn handle(&self, request: ControllerRequest) -> Result<ControllerResponse, ControllerError> {
         match request {
-            ControllerRequest::RegisterBroker { registration, proposed_cluster_id } => {
+            ControllerRequest::RegisterBroker { registration, proposed_cluster_id, stored_cluster_id } => {
+                if let (Some(stored), Some(cluster)) = (&stored_cluster_id, &self.log.image().cluster_id) {
+                    if stored != cluster {
+                        return Err(ControllerError::InconsistentClusterId {
+                            broker_id: registration.broker_id,
+                            stored: stored.clone(),
+                            cluster: cluster.clone(),
+                        });
+                    }
+                }
                 let cluster_id = self.ensure_cluster_id(&proposed_cluster_id).await?;
                 let broker_id = registration.broker_id;
                 self.heartbeats.lock().insert(broker_id, Instant::now());

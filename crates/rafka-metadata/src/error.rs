@@ -25,6 +25,8 @@ pub enum ControllerError {
     InvalidConfig { key: String, value: String, reason: String },
     #[error("invalid request: {reason}")]
     InvalidRequest { reason: String },
+    #[error("broker {broker_id}'s data belongs to cluster {stored} but this quorum's cluster id is {cluster}; refusing to register it")]
+    InconsistentClusterId { broker_id: i32, stored: String, cluster: String },
     #[error("metadata log failure: {0}")]
     Log(#[from] MetadataError),
 }

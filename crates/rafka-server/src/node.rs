@@ -335,12 +335,16 @@ impl Node {
                 rack: config.broker_rack.clone(),
             },
             proposed_cluster_id: proposed_cluster_id.clone(),
+            stored_cluster_id: stored_cluster_id.clone(),
         };
         let deadline = Instant::now() + REGISTRATION_TIMEOUT;
         let (registered_at, cluster_id) = loop {
             match quorum.submit_with_retry(registration.clone()).await {
                 Ok(ControllerResponse::Registered { offset, cluster_id }) => break (offset, cluster_id),
                 Ok(other) => return Err(NodeError::Raft(format!("unexpected registration answer {other:?}"))),
+                Err(ControllerError::InconsistentClusterId { stored, cluster, .. }) => {
+                    return Err(NodeError::WrongCluster { stored, quorum: cluster })
+                }
                 Err(e) if Instant::now() < deadline => warn!(error = %e, "waiting for the metadata quorum to accept this broker"),
                 Err(e) => {
                     return Err(NodeError::RegistrationTimeout {
