@@ -7,6 +7,10 @@ use rafka_metadata::topic_config::TopicDefaults;
 use rafka_metadata::controller::ControllerApi;
 use rafka_metadata::{MetadataImage, MetadataLog};
 
+use kafka_protocol::ResponseError;
+
+use crate::errors::KafkaError;
+use crate::partition::Partition;
 use crate::replica_manager::ReplicaManager;
 
 /// A client listener: where it binds and what it tells clients to connect to.
@@ -68,6 +72,17 @@ impl std::fmt::Debug for BrokerContext {
 impl BrokerContext {
     pub fn image(&self) -> Arc<MetadataImage> {
         self.metadata.image()
+    }
+
+    /// The partition if this broker leads it; otherwise Kafka's answer for a client that
+    /// asked the wrong broker (NOT_LEADER_OR_FOLLOWER: refresh metadata and retry) or for
+    /// a partition that does not exist (UNKNOWN_TOPIC_OR_PARTITION).
+    pub fn leader_partition(&self, image: &MetadataImage, topic: &str, partition: i32) -> Result<Arc<Partition>, KafkaError> {
+        match self.replicas.get(topic, partition) {
+            Some(p) if p.is_leader() => Ok(p),
+            _ if image.partition(topic, partition).is_some() => Err(ResponseError::NotLeaderOrFollower.into()),
+            _ => Err(ResponseError::UnknownTopicOrPartition.into()),
+        }
     }
 
     pub fn topic_defaults(&self) -> &TopicDefaults {

@@ -43,24 +43,16 @@ fn error_data(index: i32, error: KafkaError) -> PartitionData {
 }
 
 fn lookup(ctx: &BrokerContext, image: &MetadataImage, version: i16, topic: &str, index: i32) -> Result<Arc<Partition>, PartitionData> {
-    match ctx.replicas.get(topic, index) {
-        Some(p) if p.is_leader() => Ok(p),
-        found => {
-            let known = image.partition(topic, index);
-            let error = match (&found, known) {
-                (_, None) => ResponseError::UnknownTopicOrPartition,
-                _ => ResponseError::NotLeaderOrFollower,
-            };
-            let mut data = error_data(index, error.into());
-            // `current_leader` exists from Fetch v12 (KIP-951).
-            if let (Some(p), true) = (known, version >= 12) {
-                data = data.with_current_leader(
-                    LeaderIdAndEpoch::default().with_leader_id(BrokerId(p.leader)).with_leader_epoch(p.leader_epoch),
-                );
-            }
-            Err(data)
+    ctx.leader_partition(image, topic, index).map_err(|e| {
+        let data = error_data(index, e);
+        // `current_leader` exists from Fetch v12 (KIP-951).
+        match (image.partition(topic, index), version >= 12) {
+            (Some(p), true) => data.with_current_leader(
+                LeaderIdAndEpoch::default().with_leader_id(BrokerId(p.leader)).with_leader_epoch(p.leader_epoch),
+            ),
+            _ => data,
         }
-    }
+    })
 }
 
 pub async fn handle(ctx: &BrokerContext, request: FetchRequest, version: i16) -> FetchResponse {

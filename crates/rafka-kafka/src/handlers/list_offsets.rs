@@ -25,9 +25,6 @@ fn error_response(index: i32, error: KafkaError) -> ListOffsetsPartitionResponse
 }
 
 fn lookup(partition: &Partition, version: i16, index: i32, timestamp: i64, client_epoch: i32) -> Result<ListOffsetsPartitionResponse, KafkaError> {
-    if !partition.is_leader() {
-        return Err(ResponseError::NotLeaderOrFollower.into());
-    }
     partition.check_leader_epoch(client_epoch)?;
     let log = partition.log()?;
     let hw = partition.high_watermark();
@@ -71,17 +68,10 @@ pub fn handle(ctx: &BrokerContext, request: ListOffsetsRequest, version: i16) ->
             let partitions = t
                 .partitions
                 .into_iter()
-                .map(|p| match ctx.replicas.get(&name, p.partition_index) {
-                    Some(partition) => lookup(&partition, version, p.partition_index, p.timestamp, p.current_leader_epoch)
-                        .unwrap_or_else(|e| error_response(p.partition_index, e)),
-                    None => {
-                        let error = if image.partition(&name, p.partition_index).is_some() {
-                            ResponseError::NotLeaderOrFollower
-                        } else {
-                            ResponseError::UnknownTopicOrPartition
-                        };
-                        error_response(p.partition_index, error.into())
-                    }
+                .map(|p| {
+                    ctx.leader_partition(&image, &name, p.partition_index)
+                        .and_then(|partition| lookup(&partition, version, p.partition_index, p.timestamp, p.current_leader_epoch))
+                        .unwrap_or_else(|e| error_response(p.partition_index, e))
                 })
                 .collect();
             ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)

@@ -3,22 +3,12 @@
 
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use kafka_protocol::ResponseError;
 
 use crate::context::BrokerContext;
 use crate::errors::KafkaError;
 
 fn answer(ctx: &BrokerContext, topic: &str, partition: i32, current_epoch: i32, epoch: i32) -> Result<(i32, i64), KafkaError> {
-    let Some(p) = ctx.replicas.get(topic, partition) else {
-        return Err(if ctx.image().partition(topic, partition).is_some() {
-            ResponseError::NotLeaderOrFollower.into()
-        } else {
-            ResponseError::UnknownTopicOrPartition.into()
-        });
-    };
-    if !p.is_leader() {
-        return Err(ResponseError::NotLeaderOrFollower.into());
-    }
+    let p = ctx.leader_partition(&ctx.image(), topic, partition)?;
     p.check_leader_epoch(current_epoch)?;
     let log = p.log()?;
     Ok(log.end_offset_for_epoch(epoch))

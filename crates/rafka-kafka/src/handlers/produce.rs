@@ -15,6 +15,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
 use rafka_storage::batch::BatchHeader;
+use rafka_metadata::MetadataImage;
 use uuid::Uuid;
 
 use super::{message, now_ms, Pending};
@@ -86,25 +87,23 @@ fn with_leader(response: PartitionProduceResponse, version: i16, leader: i32, ep
 #[allow(clippy::too_many_arguments)]
 fn append_one(
     ctx: &BrokerContext,
+    image: &MetadataImage,
     version: i16,
     topic: &str,
-    partition_known: bool,
     index: i32,
     records: Option<bytes::Bytes>,
     acks: i16,
     now: i64,
 ) -> Outcome {
-    let Some(partition) = ctx.replicas.get(topic, index) else {
-        let error = if partition_known {
-            ResponseError::NotLeaderOrFollower
-        } else {
-            ResponseError::UnknownTopicOrPartition
-        };
-        let response = failed(index, error.into());
-        return Outcome::Failed(match ctx.image().partition(topic, index) {
-            Some(p) => with_leader(response, version, p.leader, p.leader_epoch),
-            None => response,
-        });
+    let partition = match ctx.leader_partition(image, topic, index) {
+        Ok(p) => p,
+        Err(e) => {
+            let response = failed(index, e);
+            return Outcome::Failed(match image.partition(topic, index) {
+                Some(p) => with_leader(response, version, p.leader, p.leader_epoch),
+                None => response,
+            });
+        }
     };
     let records = records.unwrap_or_default();
     if let Err(e) = check_batches(&records) {
@@ -154,10 +153,7 @@ pub fn start(ctx: Arc<BrokerContext>, request: ProduceRequest, version: i16) -> 
                     ));
                 }
                 match &resolved {
-                    Some(name) => {
-                        let known = image.partition(name, p.index).is_some();
-                        append_one(&ctx, version, name, known, p.index, p.records, acks, now)
-                    }
+                    Some(name) => append_one(&ctx, &image, version, name, p.index, p.records, acks, now),
                     None => Outcome::Failed(failed(p.index, ResponseError::UnknownTopicId.into())),
                 }
             })
