@@ -3,7 +3,8 @@
 Only what the raw-socket tests need: request headers v1/v2, ApiVersions v0,
 Produce v3-v8 and Fetch v4-v11 (the non-flexible versions), record batches
 (magic 2) with CRC-32C, and a socket wrapper that can tell "answered" from
-"closed".  Field layouts follow Kafka's clients/src/main/resources/common/message/*.json.
+"closed"; for the cluster tests Metadata v12 (flexible: topic ids, cluster and
+controller id), CreateTopics v4 and DescribeQuorum v0 (key 55).  Field layouts follow Kafka's clients/src/main/resources/common/message/*.json.
 """
 
 from __future__ import annotations
@@ -518,3 +519,219 @@ def metadata_v4(ks: KafkaSocket, topics: list[str] | None, allow_auto_topic_crea
                 r.i32()
         out[name] = (err, parts)
     return out
+
+
+# --------------------------------------------------------------------------
+# Flexible versions (KIP-482): compact strings and arrays, tagged fields
+# --------------------------------------------------------------------------
+
+
+def compact_nullable_string(s: str | None) -> bytes:
+    return uvarint(0) if s is None else compact_string(s)
+
+
+def compact_array(items: list[bytes]) -> bytes:
+    return uvarint(len(items) + 1) + b"".join(items)
+
+
+def boolean(v: bool) -> bytes:
+    return i8(1 if v else 0)
+
+
+def read_compact_string(r: Reader) -> str | None:
+    n = r.uvarint()
+    return None if n == 0 else r.take(n - 1).decode()
+
+
+def read_compact_array_len(r: Reader) -> int:
+    """Number of elements of a compact array; a null array (-1) reads as 0."""
+    n = r.uvarint()
+    assert n <= 1_000_000, f"implausible compact array length {n - 1}"
+    return max(n - 1, 0)
+
+
+def read_uuid(r: Reader) -> str:
+    return r.take(16).hex()
+
+
+def skip_tagged_fields(r: Reader) -> None:
+    for _ in range(r.uvarint()):
+        r.uvarint()  # tag
+        r.take(r.uvarint())
+
+
+def flexible_request(ks: KafkaSocket, api_key: int, version: int, body: bytes,
+                     correlation_id: int) -> Reader:
+    """Send a flexible-version request (header v2); read the response header v1."""
+    corr, r = ks.request(request_header_v2(api_key, version, correlation_id), body)
+    assert corr == correlation_id, f"correlation id {corr} != {correlation_id}"
+    skip_tagged_fields(r)  # response header v1
+    return r
+
+
+# --------------------------------------------------------------------------
+# Metadata v12 (flexible; topic ids, cluster id, controller id)
+# --------------------------------------------------------------------------
+
+METADATA_V12 = 12
+ZERO_UUID = "0" * 32
+
+
+@dataclass
+class PartitionMeta:
+    error_code: int
+    leader: int
+    leader_epoch: int
+    replicas: list[int]
+    isr: list[int]
+    offline: list[int]
+
+
+@dataclass
+class TopicMeta:
+    error_code: int
+    topic_id: str
+    is_internal: bool
+    partitions: dict[int, PartitionMeta]
+
+
+@dataclass
+class ClusterMeta:
+    brokers: dict[int, tuple[str, int, str | None]]  # id -> (host, port, rack)
+    cluster_id: str | None
+    controller_id: int
+    topics: dict[str, TopicMeta]
+
+
+def metadata_v12(ks: KafkaSocket, topics: list[str] | None = None,
+                 allow_auto_topic_creation: bool = False, correlation_id: int = 17) -> ClusterMeta:
+    """Metadata v12 for `topics` (None: every topic); never auto-creates unless asked."""
+    if topics is None:
+        body = uvarint(0)  # null: every topic
+    else:
+        body = compact_array([bytes(16) + compact_nullable_string(t) + EMPTY_TAGGED_FIELDS for t in topics])
+    body += boolean(allow_auto_topic_creation) + boolean(False) + EMPTY_TAGGED_FIELDS
+    r = flexible_request(ks, API_METADATA, METADATA_V12, body, correlation_id)
+    r.i32()  # throttle
+    brokers = {}
+    for _ in range(read_compact_array_len(r)):
+        node_id = r.i32()
+        host = read_compact_string(r)
+        port = r.i32()
+        rack = read_compact_string(r)
+        skip_tagged_fields(r)
+        assert node_id not in brokers, f"broker {node_id} listed twice"
+        brokers[node_id] = (host, port, rack)
+    cluster_id = read_compact_string(r)
+    controller_id = r.i32()
+    out: dict[str, TopicMeta] = {}
+    for _ in range(read_compact_array_len(r)):
+        err = r.i16()
+        name = read_compact_string(r)
+        topic_id = read_uuid(r)
+        internal = r.i8() != 0
+        parts = {}
+        for _ in range(read_compact_array_len(r)):
+            p_err, index, leader, epoch = r.i16(), r.i32(), r.i32(), r.i32()
+            replicas = [r.i32() for _ in range(read_compact_array_len(r))]
+            isr = [r.i32() for _ in range(read_compact_array_len(r))]
+            offline = [r.i32() for _ in range(read_compact_array_len(r))]
+            skip_tagged_fields(r)
+            parts[index] = PartitionMeta(p_err, leader, epoch, replicas, isr, offline)
+        r.i32()  # topic authorized operations
+        skip_tagged_fields(r)
+        out[name] = TopicMeta(err, topic_id, internal, parts)
+    skip_tagged_fields(r)
+    return ClusterMeta(brokers, cluster_id, controller_id, out)
+
+
+# --------------------------------------------------------------------------
+# CreateTopics v4 (the last non-flexible version)
+# --------------------------------------------------------------------------
+
+API_CREATE_TOPICS = 19
+CREATE_TOPICS_V4 = 4
+
+
+@dataclass
+class CreateTopicResult:
+    error_code: int
+    error_message: str | None
+
+
+def create_topics_v4(ks: KafkaSocket, name: str, partitions: int, replication_factor: int,
+                     timeout_ms: int = 15000, validate_only: bool = False,
+                     correlation_id: int = 19) -> CreateTopicResult:
+    topic = (string(name) + i32(partitions) + i16(replication_factor)
+             + array([])    # manual assignments
+             + array([]))   # configs
+    body = array([topic]) + i32(timeout_ms) + boolean(validate_only)
+    corr, r = ks.request(request_header_v1(API_CREATE_TOPICS, CREATE_TOPICS_V4, correlation_id), body)
+    assert corr == correlation_id, f"correlation id {corr} != {correlation_id}"
+    r.i32()  # throttle
+    found = None
+    for _ in range(r.i32()):
+        t_name, err, msg = r.string(), r.i16(), r.string()
+        if t_name == name:
+            found = CreateTopicResult(err, msg)
+    assert found is not None, f"no CreateTopics result for {name}"
+    return found
+
+
+# --------------------------------------------------------------------------
+# DescribeQuorum v0 (KIP-595; flexible from v0)
+# --------------------------------------------------------------------------
+
+API_DESCRIBE_QUORUM = 55
+CLUSTER_METADATA_TOPIC = "__cluster_metadata"
+
+
+@dataclass
+class QuorumPartition:
+    partition_index: int
+    error_code: int
+    leader_id: int
+    leader_epoch: int
+    high_watermark: int
+    voters: dict[int, int]     # replica id -> log end offset
+    observers: dict[int, int]
+
+
+@dataclass
+class DescribeQuorumResult:
+    error_code: int
+    topics: dict[str, dict[int, QuorumPartition]]
+
+
+def describe_quorum_v0(ks: KafkaSocket, topic: str = CLUSTER_METADATA_TOPIC, partition: int = 0,
+                       correlation_id: int = 23) -> DescribeQuorumResult:
+    body = compact_array([compact_string(topic)
+                          + compact_array([i32(partition) + EMPTY_TAGGED_FIELDS])
+                          + EMPTY_TAGGED_FIELDS]) + EMPTY_TAGGED_FIELDS
+    r = flexible_request(ks, API_DESCRIBE_QUORUM, 0, body, correlation_id)
+    top_error = r.i16()
+    topics: dict[str, dict[int, QuorumPartition]] = {}
+
+    def replica_states() -> dict[int, int]:
+        out = {}
+        for _ in range(read_compact_array_len(r)):
+            replica_id, leo = r.i32(), r.i64()
+            skip_tagged_fields(r)
+            assert replica_id not in out, f"replica {replica_id} listed twice"
+            out[replica_id] = leo
+        return out
+
+    for _ in range(read_compact_array_len(r)):
+        name = read_compact_string(r)
+        parts = {}
+        for _ in range(read_compact_array_len(r)):
+            index, err, leader, epoch, hw = r.i32(), r.i16(), r.i32(), r.i32(), r.i64()
+            voters = replica_states()
+            observers = replica_states()
+            skip_tagged_fields(r)
+            parts[index] = QuorumPartition(index, err, leader, epoch, hw, voters, observers)
+        skip_tagged_fields(r)
+        topics[name] = parts
+    skip_tagged_fields(r)
+    assert r.remaining() == 0, f"{r.remaining()} trailing bytes after DescribeQuorum v0 body"
+    return DescribeQuorumResult(top_error, topics)

@@ -9,11 +9,15 @@ AdminClient gets Metadata.  `stop()` sends SIGTERM, `kill9()` SIGKILL, and
 Helpers: `wait_until` (poll a condition instead of sleeping), client
 constructors with settings that suit a broker without consumer groups
 (assign only, no commits), `consume_until_eof`, `consume_n`, `create_topic`.
-The fixtures that hand brokers to tests live in conftest.py.
+`Cluster` runs several nodes (`process.roles=broker,controller`) that form the
+metadata quorum over their gRPC (BROKER) listeners; `ClusterNode` is one of them,
+a `Broker` configured entirely by a server.properties file.
+The fixtures that hand brokers and clusters to tests live in conftest.py.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -418,3 +422,242 @@ def create_topic(broker: Broker, name: str, partitions: int = 1,
     futures[name].result(timeout=20)
     wait_until(lambda: name in broker.admin().list_topics(timeout=5).topics, 10,
                message=f"topic {name} to appear in Metadata")
+
+
+# --------------------------------------------------------------------------
+# A cluster of real `rafka` processes (the metadata quorum)
+# --------------------------------------------------------------------------
+
+# Every cluster a test uses is recorded here in the test item's stash so that the
+# report hook in conftest.py can attach the tail of each node's log to a failure.
+CLUSTERS_KEY = pytest.StashKey[list]()
+
+# Processes started by ClusterNode, killed at interpreter exit if a test run is cut
+# short before its fixtures could stop them (they run in their own sessions, so a
+# Ctrl-C or a timeout of the test runner does not reach them).
+_LIVE_PROCS: list[subprocess.Popen] = []
+
+
+def _kill_leftovers() -> None:
+    for proc in _LIVE_PROCS:
+        if proc.poll() is None:
+            proc.kill()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+atexit.register(_kill_leftovers)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1."""
+    ports: list[int] = []
+    while len(ports) < n:
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
+    return ports
+
+
+class ClusterNode(Broker):
+    """One node of a `Cluster`: a `Broker` whose whole configuration is a properties file.
+
+    `props` is the node's server.properties as a dict; it is rewritten on every
+    start, so a test may change a key (node.id, broker.session.timeout.ms) and
+    start the node again.  The log dir is `workdir/data`; rafka.log and the
+    properties file sit beside it, so wiping the log dir keeps the node's log.
+    """
+
+    def __init__(self, workdir: Path, node_id: int, kafka_port: int, grpc_port: int,
+                 props: dict[str, str]):
+        # No --override flags: every setting comes from the file.
+        no_defaults: dict[str, str | None] = {
+            "node.id": None, "listeners": None, "advertised.listeners": None, "log.dirs": None}
+        super().__init__(workdir, overrides=no_defaults, config_text="", port=kafka_port)
+        self.node_id = node_id
+        self.grpc_port = grpc_port
+        self.props = dict(props)
+        self.write_config()
+
+    def write_config(self) -> None:
+        assert self.config_path is not None
+        self.config_path.write_text("".join(f"{k}={v}\n" for k, v in self.props.items()))
+
+    def start(self, wait: bool = True) -> "ClusterNode":
+        self.write_config()
+        super().start(wait=False)
+        assert self.proc is not None
+        _LIVE_PROCS.append(self.proc)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def run_to_exit(self, timeout: float = 30.0) -> subprocess.CompletedProcess:
+        """Run `rafka server` with this node's config in the foreground, stdout and
+        stderr captured apart; for start-ups that must fail.  A process still running
+        after `timeout` is killed and the test fails."""
+        assert not self.is_running(), "node is already running"
+        self.write_config()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== test harness: foreground run: {' '.join(self.argv())}\n".encode())
+        try:
+            done = subprocess.run(self.argv(), stdin=subprocess.DEVNULL, capture_output=True,
+                                  env=hermetic_env(self.env), cwd=self.workdir, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            err = (exc.stderr or b"").decode(errors="replace")
+            with open(self.log_path, "ab") as log:
+                log.write((exc.stderr or b""))
+            raise AssertionError(f"node {self.node_id} was expected to refuse to start, but it was "
+                                 f"still running after {timeout}s (killed it); stderr tail:\n"
+                                 + "\n".join(err.splitlines()[-30:])) from None
+        with open(self.log_path, "ab") as log:
+            log.write(done.stdout + done.stderr)
+        return done
+
+    def kafka_socket(self, timeout: float = 5.0):
+        import kafka_wire
+        return kafka_wire.KafkaSocket(self.port, timeout=timeout)
+
+    def metadata(self, topics: list[str] | None = None, timeout: float = 5.0):
+        """Metadata v12 from this node only (a raw socket: no client-side routing)."""
+        import kafka_wire
+        with self.kafka_socket(timeout) as ks:
+            return kafka_wire.metadata_v12(ks, topics)
+
+    def meta_properties(self) -> dict[str, str]:
+        text = (self.data_dir / "meta.properties").read_text()
+        return dict(line.split("=", 1) for line in text.splitlines()
+                    if "=" in line and not line.startswith("#"))
+
+
+# How long a test waits for cluster nodes it stops itself (Cluster.stop) to exit.
+CLUSTER_STOP_TIMEOUT_S = 30.0
+# Teardown grace: a node not gone this long after SIGTERM is SIGKILLed and a
+# RafkaShutdownWarning names it.  Normal shutdown is quick, except that the last
+# node of a quorum waits up to 5 s for its controlled-shutdown request.  Slow
+# shutdowns are tested on their own (test_cluster.py); at teardown they would only
+# make unrelated tests fail and blow the time budget.
+CLUSTER_TEARDOWN_GRACE_S = 10.0
+
+
+class RafkaShutdownWarning(UserWarning):
+    """A cluster node did not exit within the teardown grace after SIGTERM."""
+
+
+class Cluster:
+    """`size` rafka nodes on loopback, each `process.roles=broker,controller`.
+
+    Node i (1-based) serves Kafka clients on `nodes[i].port` (PLAINTEXT) and
+    node-to-node gRPC on `nodes[i].grpc_port` (BROKER).  `extra` adds
+    server.properties keys to every node.
+    """
+
+    def __init__(self, workdir: Path, size: int = 3, extra: dict[str, str] | None = None):
+        self.workdir = workdir
+        ports = free_ports(2 * size)
+        kafka_ports, grpc_ports = ports[:size], ports[size:]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{grpc_ports[i]}" for i in range(size))
+        self.nodes: dict[int, ClusterNode] = {}
+        for i in range(1, size + 1):
+            props = {
+                "node.id": str(i),
+                "process.roles": "broker,controller",
+                "listeners": f"PLAINTEXT://127.0.0.1:{kafka_ports[i - 1]},BROKER://127.0.0.1:{grpc_ports[i - 1]}",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT",
+                "inter.broker.listener.name": "BROKER",
+                "controller.quorum.voters": voters,
+                "log.dirs": str(workdir / f"node{i}" / "data"),
+                "default.replication.factor": "3",
+            }
+            props.update(extra or {})
+            self.nodes[i] = ClusterNode(workdir / f"node{i}", i, kafka_ports[i - 1], grpc_ports[i - 1], props)
+
+    def __getitem__(self, node_id: int) -> ClusterNode:
+        return self.nodes[node_id]
+
+    def running(self) -> list[ClusterNode]:
+        return [n for n in self.nodes.values() if n.is_running()]
+
+    def start(self, ids: Iterable[int] | None = None, timeout: float = 30.0) -> float:
+        """Start the nodes (all by default) at once, then wait until each answers
+        Metadata.  Returns the seconds that took."""
+        t0 = time.monotonic()
+        nodes = [self.nodes[i] for i in (ids if ids is not None else self.nodes)]
+        for n in nodes:
+            n.start(wait=False)
+        for n in nodes:
+            n.wait_ready(timeout=max(1.0, timeout - (time.monotonic() - t0)))
+        return time.monotonic() - t0
+
+    def stop(self, ids: Iterable[int] | None = None, timeout: float = CLUSTER_STOP_TIMEOUT_S) -> float:
+        """SIGTERM the nodes (all running ones by default) at once and wait for every
+        one to exit; SIGKILL stragglers and fail.  Returns the seconds that took."""
+        t0 = time.monotonic()
+        nodes = [self.nodes[i] for i in ids] if ids is not None else list(self.nodes.values())
+        nodes = [n for n in nodes if n.is_running()]
+        for n in nodes:
+            n.drop_clients()
+            assert n.proc is not None
+            n.proc.send_signal(signal.SIGTERM)
+        hung = []
+        for n in nodes:
+            assert n.proc is not None
+            try:
+                n.proc.wait(timeout=max(0.1, timeout - (time.monotonic() - t0)))
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+                n.proc.wait(timeout=10)
+                hung.append(n.node_id)
+        if hung:
+            raise AssertionError(f"node(s) {hung} did not exit within {timeout}s of SIGTERM; killed them")
+        return time.monotonic() - t0
+
+    def teardown(self, grace: float = CLUSTER_TEARDOWN_GRACE_S) -> list[int]:
+        """Stop every running node: SIGTERM the ones that are not the controller (at
+        once), then the controller, so every controlled shutdown but the last finds a
+        quorum.  Nodes still running `grace` seconds after their SIGTERM are SIGKILLed.
+        Returns the ids of the nodes that had to be killed."""
+        running = self.running()
+        controller = -1
+        for n in running:
+            try:
+                controller = n.metadata(timeout=2).controller_id
+                break
+            except Exception:  # noqa: BLE001 - a node that cannot answer is just stopped
+                continue
+        killed: list[int] = []
+        for phase in ([n for n in running if n.node_id != controller],
+                      [n for n in running if n.node_id == controller]):
+            for n in phase:
+                n.drop_clients()
+                if n.is_running():
+                    assert n.proc is not None
+                    n.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for n in phase:
+                assert n.proc is not None
+                try:
+                    n.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    n.proc.kill()
+                    n.proc.wait(timeout=10)
+                    killed.append(n.node_id)
+        return killed
+
+    def kill_all(self) -> None:
+        for n in self.nodes.values():
+            if n.is_running():
+                n.kill9()
+
+    def metadata(self, node_id: int, topics: list[str] | None = None):
+        return self.nodes[node_id].metadata(topics)
+
+    def controller_id(self, via: int | None = None) -> int:
+        """The controller id in Metadata from node `via` (default: any running node)."""
+        via = via if via is not None else self.running()[0].node_id
+        return self.metadata(via).controller_id
+
+    def log_tails(self, lines: int = 40) -> list[tuple[str, str]]:
+        return [(f"node {i} ({n.log_path})", n.log_tail(lines)) for i, n in self.nodes.items()]
