@@ -28,7 +28,6 @@ fn lookup(partition: &Partition, version: i16, index: i32, timestamp: i64, clien
     partition.check_leader_epoch(client_epoch)?;
     let log = partition.log()?;
     let hw = partition.high_watermark();
-    let epoch = partition.state().leader_epoch;
     let (ts, offset) = match timestamp {
         LATEST => (-1, hw),
         EARLIEST | EARLIEST_LOCAL => (-1, log.log_start_offset()),
@@ -49,13 +48,29 @@ fn lookup(partition: &Partition, version: i16, index: i32, timestamp: i64, clien
             ))
         }
     };
-    // `leader_epoch` exists from v4.
-    let leader_epoch = if offset < 0 || version < 4 { -1 } else { epoch };
+    // `leader_epoch` exists from v4. As in Kafka: the log's latest epoch for LATEST, else
+    // the epoch that wrote the returned offset (consumers use it to detect truncation).
+    let leader_epoch = if offset < 0 || version < 4 {
+        -1
+    } else if timestamp == LATEST {
+        log.latest_epoch().unwrap_or(-1)
+    } else {
+        epoch_of(&log.leader_epoch_entries(), offset)
+    };
     Ok(ListOffsetsPartitionResponse::default()
         .with_partition_index(index)
         .with_timestamp(ts)
         .with_offset(offset)
         .with_leader_epoch(leader_epoch))
+}
+
+/// The epoch whose range holds `offset`: the last entry starting at or before it.
+fn epoch_of(entries: &[rafka_storage::EpochEntry], offset: i64) -> i32 {
+    entries
+        .iter()
+        .take_while(|e| e.start_offset <= offset)
+        .last()
+        .map_or(-1, |e| e.epoch)
 }
 
 pub fn handle(ctx: &BrokerContext, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
@@ -78,4 +93,20 @@ pub fn handle(ctx: &BrokerContext, request: ListOffsetsRequest, version: i16) ->
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epoch_of;
+    use rafka_storage::EpochEntry;
+
+    #[test]
+    fn an_offset_belongs_to_the_last_epoch_starting_at_or_before_it() {
+        let entries = [EpochEntry { epoch: 0, start_offset: 0 }, EpochEntry { epoch: 3, start_offset: 10 }];
+        assert_eq!(epoch_of(&entries, 0), 0);
+        assert_eq!(epoch_of(&entries, 9), 0);
+        assert_eq!(epoch_of(&entries, 10), 3);
+        assert_eq!(epoch_of(&entries, 99), 3);
+        assert_eq!(epoch_of(&[], 5), -1);
+    }
 }
