@@ -484,11 +484,11 @@ pub fn decide_alter_topic_configs(
 /// leader from the remaining ISR (in replica order), or none (-1) when no other in-sync
 /// replica is alive — never an out-of-sync one (no unclean election). Leader and
 /// partition epochs are bumped so stale leaders and requests are refused.
-pub fn decide_fence_broker(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+pub fn decide_fence_broker(image: &MetadataImage, broker: i32, shutdown: bool) -> Vec<MetadataRecord> {
     if !image.brokers.contains_key(&broker) || image.fenced.contains(&broker) {
         return vec![];
     }
-    let mut records = vec![MetadataRecord::BrokerFenced { broker_id: broker }];
+    let mut records = vec![MetadataRecord::BrokerFenced { broker_id: broker, shutdown }];
     let alive = |b: &i32| *b != broker && image.brokers.contains_key(b) && !image.fenced.contains(b);
     for topic in image.topics.values() {
         for p in topic.partitions.values() {
@@ -518,6 +518,16 @@ pub fn decide_fence_broker(image: &MetadataImage, broker: i32) -> Vec<MetadataRe
         }
     }
     records
+}
+
+/// A heartbeat from `broker`: unfence it (see [`decide_unfence_broker`]) unless it was
+/// fenced by its own controlled shutdown — a heartbeat already in flight when the broker
+/// shut down must not bring it back; only registering again does.
+pub fn decide_heartbeat(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    if image.shut_down.contains(&broker) {
+        return vec![];
+    }
+    decide_unfence_broker(image, broker)
 }
 
 /// `broker` is alive (registered or heartbeating): unfence it if fenced, and make it
@@ -672,7 +682,7 @@ impl Controller {
         let mut fenced = Vec::new();
         for broker in stale {
             let image = self.log.image();
-            let records = decide_fence_broker(&image, broker);
+            let records = decide_fence_broker(&image, broker, false);
             if !records.is_empty() {
                 self.log.commit(records).await?;
                 tracing::warn!(broker, timeout_ms = self.session_timeout.as_millis() as u64, "fenced broker: no heartbeat within the session timeout");
@@ -715,7 +725,7 @@ impl Controller {
                         reason: format!("broker {broker_id} is not registered"),
                     });
                 }
-                let records = decide_unfence_broker(&image, broker_id);
+                let records = decide_heartbeat(&image, broker_id);
                 let offset = if records.is_empty() {
                     image.offset
                 } else {
@@ -727,7 +737,7 @@ impl Controller {
             ControllerRequest::Unregister { broker_id } => {
                 let _serial = self.serial.lock().await;
                 let image = self.log.image();
-                let records = decide_fence_broker(&image, broker_id);
+                let records = decide_fence_broker(&image, broker_id, true);
                 let offset = if records.is_empty() { image.offset } else { self.log.commit(records).await? };
                 self.heartbeats.lock().remove(&broker_id);
                 Ok(ControllerResponse::Unregistered { offset })
@@ -1029,7 +1039,7 @@ mod tests {
         replay(&mut image, &records);
         let before = image.topic_by_name("t").unwrap().clone();
         let victim = before.partitions[&0].leader;
-        let r = decide_fence_broker(&image, victim);
+        let r = decide_fence_broker(&image, victim, false);
         replay(&mut image, &r);
         assert!(image.fenced.contains(&victim));
         assert!(!image.live_brokers().contains(&victim));
@@ -1043,7 +1053,7 @@ mod tests {
             assert_eq!(p.leader_epoch, expected_epoch);
         }
         // Fencing again changes nothing.
-        assert!(decide_fence_broker(&image, victim).is_empty());
+        assert!(decide_fence_broker(&image, victim, false).is_empty());
     }
 
     #[test]
@@ -1051,7 +1061,7 @@ mod tests {
         let mut image = image_with_brokers(&[1]);
         let (records, _) = decide_create_topics(&image, &[spec("solo", 1, 1)], DEFAULTS);
         replay(&mut image, &records);
-        let r = decide_fence_broker(&image, 1);
+        let r = decide_fence_broker(&image, 1, false);
         replay(&mut image, &r);
         let p = &image.topic_by_name("solo").unwrap().partitions[&0];
         assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
@@ -1063,9 +1073,31 @@ mod tests {
     }
 
     #[test]
+    fn a_late_heartbeat_does_not_revive_a_broker_that_shut_down() {
+        let mut image = image_with_brokers(&[1, 2]);
+        let r = decide_fence_broker(&image, 2, true);
+        replay(&mut image, &r);
+        assert!(decide_heartbeat(&image, 2).is_empty(), "heartbeat after controlled shutdown");
+        // A broker fenced for silence comes back with its next heartbeat.
+        let r = decide_fence_broker(&image, 1, false);
+        replay(&mut image, &r);
+        let r = decide_heartbeat(&image, 1);
+        replay(&mut image, &r);
+        assert!(!image.fenced.contains(&1));
+        // Registering again (a restart) brings the shut-down broker back.
+        replay(&mut image, &[MetadataRecord::RegisterBroker(BrokerRegistration {
+            broker_id: 2,
+            incarnation_id: Uuid::new_v4(),
+            endpoints: vec![],
+            rack: None,
+        })]);
+        assert!(!image.fenced.contains(&2) && !image.shut_down.contains(&2));
+    }
+
+    #[test]
     fn fenced_brokers_get_no_new_replicas() {
         let mut image = image_with_brokers(&[1, 2, 3]);
-        let r = decide_fence_broker(&image, 2);
+        let r = decide_fence_broker(&image, 2, false);
         replay(&mut image, &r);
         let (records, results) = decide_create_topics(&image, &[spec("n", 4, 2), spec("too-big", 1, 3)], DEFAULTS);
         assert!(matches!(results[1], Err(ControllerError::InvalidReplicationFactor { .. })));

@@ -57,6 +57,9 @@ pub struct MetadataImage {
     /// Registered brokers that are currently fenced (not alive).
     #[serde(default)]
     pub fenced: BTreeSet<i32>,
+    /// Fenced brokers that shut down cleanly; they return by registering again.
+    #[serde(default)]
+    pub shut_down: BTreeSet<i32>,
     pub topics: BTreeMap<Uuid, TopicImage>,
     pub topic_ids_by_name: BTreeMap<String, Uuid>,
 }
@@ -97,10 +100,14 @@ impl MetadataImage {
                 self.brokers
                     .insert(registration.broker_id, registration.clone());
                 self.fenced.remove(&registration.broker_id);
+                self.shut_down.remove(&registration.broker_id);
             }
-            MetadataRecord::BrokerFenced { broker_id } => {
+            MetadataRecord::BrokerFenced { broker_id, shutdown } => {
                 if self.brokers.contains_key(broker_id) {
                     self.fenced.insert(*broker_id);
+                    if *shutdown {
+                        self.shut_down.insert(*broker_id);
+                    }
                 }
             }
             MetadataRecord::BrokerUnfenced { broker_id } => {

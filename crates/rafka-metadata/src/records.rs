@@ -68,7 +68,13 @@ pub enum MetadataRecord {
     },
     /// The active controller stopped hearing from a broker (or it shut down):
     /// it is no longer offered to clients or chosen for new replicas.
-    BrokerFenced { broker_id: i32 },
+    BrokerFenced {
+        broker_id: i32,
+        /// Fenced by its own controlled shutdown: only a new registration (a restart)
+        /// brings it back, never a late heartbeat.
+        #[serde(default)]
+        shutdown: bool,
+    },
     /// A fenced broker is heartbeating again.
     BrokerUnfenced { broker_id: i32 },
     /// New leader and/or ISR of an existing partition.

@@ -117,6 +117,8 @@ pub struct Node {
     replicas: Arc<ReplicaManager>,
     quorum: Arc<Quorum>,
     stop: watch::Sender<bool>,
+    /// Heartbeats stop before the controlled-shutdown request, not after it.
+    heartbeats: tokio::task::AbortHandle,
     listeners: JoinSet<()>,
     tasks: JoinSet<()>,
     span: tracing::Span,
@@ -398,7 +400,7 @@ impl Node {
             );
         }
         // Heartbeats keep this broker unfenced.
-        {
+        let heartbeats = {
             let quorum = quorum.clone();
             let mut stop = stop_rx.clone();
             let interval = Duration::from_millis(config.broker_heartbeat_interval_ms);
@@ -418,8 +420,8 @@ impl Node {
                     }
                 }
                 .in_current_span(),
-            );
-        }
+            )
+        };
         spawn_periodic(&mut tasks, &stop_rx, config.log_retention_check_interval_ms, {
             let replicas = replicas.clone();
             move || replicas.enforce_retention(now_ms())
@@ -476,6 +478,7 @@ impl Node {
             replicas,
             quorum,
             stop: stop_tx,
+            heartbeats,
             listeners,
             tasks,
             span,
@@ -490,6 +493,7 @@ impl Node {
         let span = self.span.clone();
         async move {
             info!("controlled shutdown: handing off leadership");
+            self.heartbeats.abort();
             let unregister = self.quorum.submit_with_retry(ControllerRequest::Unregister { broker_id: self.node_id });
             match tokio::time::timeout(Duration::from_secs(5), unregister).await {
                 Ok(Ok(_)) => {}
