@@ -491,6 +491,20 @@ pub(crate) struct BatchesSummary {
     pub last_offset: i64,
 }
 
+impl BatchesSummary {
+    /// Nothing counted yet, for a record set of `bytes` bytes.
+    fn empty(bytes: usize) -> BatchesSummary {
+        BatchesSummary {
+            batch_count: 0,
+            offset_count: 0,
+            bytes,
+            max_timestamp: NO_TIMESTAMP,
+            first_offset: 0,
+            last_offset: 0,
+        }
+    }
+}
+
 /// Structural checks shared by both append paths: header, length, CRC, codec.
 fn check_batch_structure(buf: &[u8], pos: usize) -> Result<BatchHeader, StorageError> {
     let left = buf.len() - pos;
@@ -541,14 +555,7 @@ pub(crate) fn validate_for_append(
     if buf.is_empty() {
         return Err(StorageError::corrupt("empty record set"));
     }
-    let mut summary = BatchesSummary {
-        batch_count: 0,
-        offset_count: 0,
-        bytes: buf.len(),
-        max_timestamp: NO_TIMESTAMP,
-        first_offset: 0,
-        last_offset: 0,
-    };
+    let mut summary = BatchesSummary::empty(buf.len());
     let mut pos = 0usize;
     while pos < buf.len() {
         let header = check_batch_structure(buf, pos)?;
@@ -627,14 +634,7 @@ pub(crate) fn validate_replicated(buf: &[u8]) -> Result<BatchesSummary, StorageE
     if buf.is_empty() {
         return Err(StorageError::corrupt("empty record set"));
     }
-    let mut summary = BatchesSummary {
-        batch_count: 0,
-        offset_count: 0,
-        bytes: buf.len(),
-        max_timestamp: NO_TIMESTAMP,
-        first_offset: 0,
-        last_offset: 0,
-    };
+    let mut summary = BatchesSummary::empty(buf.len());
     let mut pos = 0usize;
     let mut next_expected: Option<i64> = None;
     while pos < buf.len() {
