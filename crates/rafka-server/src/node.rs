@@ -184,14 +184,12 @@ impl Node {
             None => None,
         };
         // A listener on port 0 advertises the port the OS picked (tests, ad-hoc runs).
-        for (listener, (_, socket)) in config.listeners.iter_mut().zip(&kafka_sockets) {
-            if listener.advertised_port == 0 {
-                if let Ok(addr) = socket.local_addr() {
-                    listener.advertised_port = addr.port();
-                }
-            }
-        }
-        if let (Some(listener), Some(socket)) = (config.inter_broker_listener.as_mut(), &grpc_socket) {
+        let bound = config
+            .listeners
+            .iter_mut()
+            .zip(kafka_sockets.iter().map(|(_, s)| s))
+            .chain(config.inter_broker_listener.as_mut().zip(grpc_socket.as_ref()));
+        for (listener, socket) in bound {
             if listener.advertised_port == 0 {
                 if let Ok(addr) = socket.local_addr() {
                     listener.advertised_port = addr.port();
@@ -311,9 +309,12 @@ impl Node {
             .clone()
             .or_else(|| config.cluster_id.clone())
             .unwrap_or_else(meta_properties::new_kafka_id);
-        let mut endpoints: Vec<BrokerEndpoint> = config
+        // Every listener is advertised, the inter-broker one too: the controller adds a
+        // broker-only node to the quorum at its inter-broker address.
+        let endpoints: Vec<BrokerEndpoint> = config
             .listeners
             .iter()
+            .chain(config.inter_broker_listener.iter())
             .map(|l| BrokerEndpoint {
                 listener: l.name.clone(),
                 host: l.advertised_host.clone(),
@@ -321,14 +322,6 @@ impl Node {
                 security_protocol: l.security_protocol.clone(),
             })
             .collect();
-        if let Some(l) = &config.inter_broker_listener {
-            endpoints.push(BrokerEndpoint {
-                listener: l.name.clone(),
-                host: l.advertised_host.clone(),
-                port: l.advertised_port,
-                security_protocol: l.security_protocol.clone(),
-            });
-        }
         let registration = ControllerRequest::RegisterBroker {
             registration: BrokerRegistration {
                 broker_id: node_id,
