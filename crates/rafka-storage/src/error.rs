@@ -5,7 +5,9 @@
 //! Kafka error codes is the job of the protocol front, not of storage:
 //! `CorruptBatch` is CORRUPT_MESSAGE, `MessageTooLarge` is MESSAGE_TOO_LARGE,
 //! `OffsetOutOfRange` is OFFSET_OUT_OF_RANGE, `StaleLeaderEpoch` is
-//! FENCED_LEADER_EPOCH, the I/O variants are KAFKA_STORAGE_ERROR.
+//! FENCED_LEADER_EPOCH, `InvalidProducerEpoch` is INVALID_PRODUCER_EPOCH,
+//! `OutOfOrderSequence` is OUT_OF_ORDER_SEQUENCE_NUMBER, the I/O variants are
+//! KAFKA_STORAGE_ERROR.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +42,26 @@ pub enum StorageError {
     /// A leader append carried an epoch older than one already in the log.
     #[error("leader epoch {epoch} is older than the latest leader epoch {latest} in the log")]
     StaleLeaderEpoch { epoch: i32, latest: i32 },
+
+    /// An idempotent batch carried a producer epoch older than the one the
+    /// partition knows for that producer (the producer was fenced).
+    #[error("producer {producer_id} sent epoch {epoch}, older than its current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+
+    /// An idempotent batch did not continue its producer's sequence (a gap,
+    /// a reordering, or a new epoch not starting at 0).
+    #[error(
+        "out of order sequence for producer {producer_id}: expected sequence {expected}, got {got}"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
 
     /// An argument that can never be valid (negative offset, bad config...).
     #[error("invalid argument: {0}")]

@@ -16,6 +16,10 @@
 //! * [`PartitionLog`] (module `log`): the segments of one partition directory
 //!   behind one lock — append (leader and replicated), read, offset and
 //!   timestamp lookups, flush, crash recovery, retention, truncation.
+//! * `producer_state`: idempotent-producer state (KIP-98): per producer id
+//!   the epoch and the last 5 batches, for sequence checks and duplicate
+//!   detection on leader appends; snapshotted to `<offset>.snapshot` files
+//!   and rebuilt from batch headers on open. See [`ProducerSnapshot`].
 //! * [`LogConfig`]: per-partition settings with Kafka's defaults.
 //! * [`StorageError`]: the one error type, carrying the offending values.
 //!
@@ -26,6 +30,7 @@
 //! 00000000000000000000.index      relative offset u32 + position u32
 //! 00000000000000000000.timeindex  timestamp i64 + relative offset u32
 //! leader-epoch-checkpoint         0 / count / "epoch start-offset" lines
+//! 00000000000000000042.snapshot   producer state below offset 42 (the 2 newest kept)
 //! recovery-point-offset-checkpoint, log-start-offset-checkpoint, high-watermark
 //! .clean-shutdown                 present only between close() and open()
 //! ```
@@ -38,6 +43,7 @@ mod error;
 mod index;
 mod io;
 mod log;
+mod producer_state;
 mod segment;
 mod varint;
 
@@ -48,6 +54,7 @@ pub use config::{
 pub use epoch::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use error::StorageError;
 pub use log::{AppendInfo, PartitionLog, ReadResult, CLEAN_SHUTDOWN_FILE};
+pub use producer_state::ProducerSnapshot;
 
 /// Compile-time check that the log can be shared across threads.
 const _: fn() = || {

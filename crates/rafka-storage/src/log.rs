@@ -27,6 +27,14 @@
 //! are scanned batch by batch with CRC checks, the first torn or corrupt
 //! batch and everything after it are dropped, and the indexes and the leader
 //! epoch cache are rebuilt for the scanned part.
+//!
+//! Idempotent producers (module `producer_state`): the producer state lives
+//! under the same lock. A leader append checks every idempotent batch before
+//! writing anything (duplicates are answered with the original offsets);
+//! replicated appends update the state unchecked. `flush` and `close` write a
+//! snapshot of it at the log end offset (after the data is fsynced, before
+//! the recovery point moves); `open` and truncations reload the newest
+//! snapshot at or below the log end and replay the batch headers after it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -47,6 +55,9 @@ use crate::config::{LogConfig, TimestampType};
 use crate::epoch::{EpochEntry, LeaderEpochCache};
 use crate::error::IoContext;
 use crate::io::{read_full_at, sync_dir, BatchScanner, Scan};
+use crate::producer_state::{
+    is_tracked, PendingEntries, ProducerSnapshot, ProducerStateManager, Verdict, SNAPSHOT_EXT,
+};
 use crate::segment::{file_name, Segment, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
 use crate::StorageError;
 
@@ -67,6 +78,11 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     pub batch_count: usize,
     pub bytes: usize,
+    /// The append was an idempotent producer's retry of a batch already in
+    /// the log: nothing was written, `base_offset`/`last_offset` (and
+    /// `max_timestamp`) are those of the original batch, `log_append_time`
+    /// is -1 and `batch_count`/`bytes` are 0.
+    pub duplicate: bool,
 }
 
 /// Result of [`PartitionLog::read`].
@@ -86,6 +102,9 @@ struct Inner {
     /// Offsets below this are known to be fsynced (as last checkpointed).
     recovery_point: i64,
     epochs: LeaderEpochCache,
+    /// Idempotent-producer state for the batches below the log end, and
+    /// the snapshot files.
+    producers: ProducerStateManager,
     /// Segment files were created or deleted since the last directory fsync.
     dir_dirty: bool,
     closed: bool,
@@ -133,10 +152,12 @@ fn parse_segment_file(name: &str, ext: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
-/// Lists segment base offsets; removes leftover temp files and orphan indexes.
-fn scan_dir(dir: &Path) -> Result<Vec<i64>, StorageError> {
+/// Lists segment base offsets and producer-state snapshot offsets; removes
+/// leftover temp files and orphan indexes.
+fn scan_dir(dir: &Path) -> Result<(Vec<i64>, Vec<i64>), StorageError> {
     let mut logs = std::collections::BTreeSet::new();
     let mut indexes = Vec::new();
+    let mut snapshots = Vec::new();
     for entry in std::fs::read_dir(dir).ctx("listing", dir)? {
         let entry = entry.ctx("listing", dir)?;
         let name = entry.file_name();
@@ -146,6 +167,8 @@ fn scan_dir(dir: &Path) -> Result<Vec<i64>, StorageError> {
             std::fs::remove_file(entry.path()).ctx("removing", &entry.path())?;
         } else if let Some(base) = parse_segment_file(name, LOG_EXT) {
             logs.insert(base);
+        } else if let Some(offset) = parse_segment_file(name, SNAPSHOT_EXT) {
+            snapshots.push(offset);
         } else if let Some(base) =
             parse_segment_file(name, INDEX_EXT).or_else(|| parse_segment_file(name, TIME_INDEX_EXT))
         {
@@ -158,7 +181,7 @@ fn scan_dir(dir: &Path) -> Result<Vec<i64>, StorageError> {
             std::fs::remove_file(&path).ctx("removing", &path)?;
         }
     }
-    Ok(logs.into_iter().collect())
+    Ok((logs.into_iter().collect(), snapshots))
 }
 
 /// Reads a checkpoint that the log can live without; a corrupt file is
@@ -281,6 +304,11 @@ impl Inner {
         write_offset(dir, LOG_START_OFFSET_CHECKPOINT, offset)?;
         write_offset(dir, RECOVERY_POINT_CHECKPOINT, offset)?;
         self.recovery_point = offset;
+        // No snapshot may outlive the data it describes.
+        self.producers.clear();
+        if self.producers.delete_all_snapshots(dir)? {
+            sync_dir(dir).ctx("syncing directory", dir)?;
+        }
         // Keep the segment list non-empty at every step, even if I/O fails.
         while self.segments.len() > 1 {
             if let Some(seg) = self.segments.last() {
@@ -306,6 +334,41 @@ impl Inner {
         tracing::info!(dir = %dir.display(), offset, "truncated log fully, restarting at offset");
         Ok(())
     }
+
+    /// Rebuilds the producer state for the current log: deletes snapshots
+    /// beyond the log end, loads the newest remaining readable one (or starts
+    /// empty at the log start offset) and replays the batch headers from
+    /// there to the log end. Returns how many batches were replayed.
+    fn reload_producer_state(&mut self, dir: &Path) -> Result<usize, StorageError> {
+        let leo = self.log_end_offset();
+        if self.producers.delete_snapshots_above(dir, leo)? {
+            self.dir_dirty = true;
+        }
+        let from = self
+            .producers
+            .load_newest_snapshot(dir)?
+            .unwrap_or(self.log_start_offset);
+        let mut replayed = 0;
+        let producers = &mut self.producers;
+        for seg in self.segments.iter().filter(|s| s.next_offset() > from) {
+            seg.for_each_header_from(from, &mut |h| {
+                if h.last_offset() >= from {
+                    producers.apply(h);
+                    replayed += 1;
+                }
+            })?;
+        }
+        tracing::debug!(dir = %dir.display(), from, log_end = leo, replayed, "rebuilt producer state");
+        Ok(replayed)
+    }
+
+    /// Whether a producer-state snapshot at the log end offset would save a
+    /// rebuild any work: there is none there yet, and there is data or state.
+    fn producer_snapshot_due(&self) -> bool {
+        let leo = self.log_end_offset();
+        self.producers.newest_snapshot() != Some(leo)
+            && (leo > self.log_start_offset || !self.producers.is_empty())
+    }
 }
 
 /// Snapshot of where to read, taken under the lock.
@@ -330,7 +393,7 @@ impl PartitionLog {
         }
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
-        let bases = scan_dir(&dir)?;
+        let (bases, snapshot_offsets) = scan_dir(&dir)?;
         let recovery_point = if clean {
             i64::MAX
         } else {
@@ -423,6 +486,7 @@ impl PartitionLog {
             log_start_offset: log_start,
             recovery_point: 0,
             epochs,
+            producers: ProducerStateManager::new(snapshot_offsets),
             dir_dirty,
             closed: false,
         };
@@ -447,8 +511,10 @@ impl PartitionLog {
             inner.epochs.persist()?;
         }
 
+        inner.reload_producer_state(&dir)?;
+
         // Make what recovery scanned (and cut) durable, then record it: only
-        // fsynced data may lie below the recovery point.
+        // fsynced data may lie below the recovery point (and a snapshot).
         for seg in inner.segments.iter_mut().filter(|s| s.is_dirty()) {
             seg.write_pending_indexes()?;
             for file in seg.take_files_to_sync() {
@@ -458,6 +524,10 @@ impl PartitionLog {
         if inner.dir_dirty {
             sync_dir(&dir).ctx("syncing directory", &dir)?;
             inner.dir_dirty = false;
+        }
+        if inner.producer_snapshot_due() {
+            // Made durable by the directory sync of the checkpoint below.
+            inner.producers.take_snapshot(&dir, leo)?;
         }
         write_offset(&dir, RECOVERY_POINT_CHECKPOINT, leo)?;
         inner.recovery_point = leo;
@@ -493,6 +563,19 @@ impl PartitionLog {
     /// is stamped but not cached), LogAppendTime is applied if configured.
     /// Control batches are accepted: refusing them from clients is the
     /// protocol front's job.
+    ///
+    /// Batches with a producer id (>= 0, idempotent or transactional, not
+    /// control) are checked against that producer's state, each against the
+    /// state as left by the earlier batches of the same append:
+    /// `InvalidProducerEpoch` for an epoch older than the producer's,
+    /// `OutOfOrderSequence` for a newer epoch not starting at sequence 0 or
+    /// the same epoch not continuing at the last sequence + 1, a
+    /// `CorruptBatch` for a negative base sequence; a producer the partition
+    /// does not know may start at any sequence. A batch equal (epoch, first
+    /// and last sequence) to one of the producer's last 5 is a retry: a
+    /// single-batch append of it writes nothing and returns the original
+    /// offsets with [`AppendInfo::duplicate`] set; within a multi-batch
+    /// append it is refused with `OutOfOrderSequence`.
     pub fn append(
         &self,
         mut records: BytesMut,
@@ -519,10 +602,37 @@ impl PartitionLog {
         }
         let base_offset = inner.log_end_offset();
         let last_offset = base_offset + summary.offset_count - 1;
+        let mut pending = PendingEntries::new();
         let mut pos = 0;
         let mut next = base_offset;
         while pos < records.len() {
             let header = BatchHeader::parse(&records[pos..])?;
+            if is_tracked(&header) {
+                match inner.producers.check(&mut pending, &header, next)? {
+                    Verdict::Append => {}
+                    Verdict::Duplicate(original) if summary.batch_count == 1 => {
+                        tracing::debug!(dir = %self.dir.display(), producer_id = header.producer_id,
+                            base_sequence = header.base_sequence, base_offset = original.first_offset,
+                            "duplicate batch from an idempotent producer, not appended");
+                        return Ok(AppendInfo {
+                            base_offset: original.first_offset,
+                            last_offset: original.last_offset,
+                            log_append_time: -1,
+                            max_timestamp: original.max_timestamp,
+                            batch_count: 0,
+                            bytes: 0,
+                            duplicate: true,
+                        });
+                    }
+                    Verdict::Duplicate(_) => {
+                        return Err(StorageError::OutOfOrderSequence {
+                            producer_id: header.producer_id,
+                            expected: inner.producers.expected_sequence(&pending, &header),
+                            got: header.base_sequence,
+                        });
+                    }
+                }
+            }
             let batch = &mut records[pos..pos + header.total_size()];
             set_base_offset(batch, next);
             set_partition_leader_epoch(batch, leader_epoch);
@@ -544,6 +654,9 @@ impl PartitionLog {
         }
         let interval = inner.config.index_interval_bytes;
         inner.active_mut().append(&records, interval, now_ms)?;
+        if !pending.is_empty() {
+            inner.producers.commit(pending);
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -555,6 +668,7 @@ impl PartitionLog {
             max_timestamp: summary.max_timestamp,
             batch_count: summary.batch_count,
             bytes: summary.bytes,
+            duplicate: false,
         })
     }
 
@@ -562,6 +676,8 @@ impl PartitionLog {
     /// epochs. The first batch must start at the log end offset
     /// (`UnexpectedAppendOffset` otherwise); later batches must not overlap.
     /// CRCs are checked; sizes are not limited by `max_message_bytes`.
+    /// Producer state is updated from the batches without sequence checks
+    /// (the leader made them), so that it is right should this replica lead.
     pub fn append_replicated(&self, records: Bytes) -> Result<AppendInfo, StorageError> {
         let summary = validate_replicated(&records)?;
         let mut inner = self.inner.lock();
@@ -574,9 +690,13 @@ impl PartitionLog {
             });
         }
         let mut epochs_changed = false;
+        let mut tracked = Vec::new();
         for item in batches(&records) {
             let (header, _) = item?;
             epochs_changed |= note_batch_epoch(&mut inner.epochs, &header);
+            if is_tracked(&header) {
+                tracked.push(header);
+            }
         }
         if epochs_changed {
             inner.epochs.persist()?;
@@ -593,6 +713,9 @@ impl PartitionLog {
         }
         let interval = inner.config.index_interval_bytes;
         inner.active_mut().append(&records, interval, now_ms)?;
+        for header in &tracked {
+            inner.producers.apply(header);
+        }
         Ok(AppendInfo {
             base_offset: summary.first_offset,
             last_offset: summary.last_offset,
@@ -600,6 +723,7 @@ impl PartitionLog {
             max_timestamp: summary.max_timestamp,
             batch_count: summary.batch_count,
             bytes: summary.bytes,
+            duplicate: false,
         })
     }
 
@@ -871,6 +995,12 @@ impl PartitionLog {
             .end_offset_for(leader_epoch, inner.log_end_offset())
     }
 
+    /// The idempotence state of `producer_id` (its epoch and last batch), or
+    /// `None` if no batch of it is known.
+    pub fn producer_state(&self, producer_id: i64) -> Option<ProducerSnapshot> {
+        self.inner.lock().producers.snapshot_of(producer_id)
+    }
+
     pub fn latest_epoch(&self) -> Option<i32> {
         self.inner.lock().epochs.latest_epoch()
     }
@@ -903,15 +1033,17 @@ impl PartitionLog {
     }
 
     /// fsyncs every segment written since the last flush (and the directory
-    /// if files were created or removed), then advances the recovery point
-    /// checkpoint to the log end offset seen before the fsyncs.
+    /// if files were created or removed), then writes a producer-state
+    /// snapshot and advances the recovery point checkpoint, both at the log
+    /// end offset seen before the fsyncs. Only the 2 newest snapshots are
+    /// kept.
     pub fn flush(&self) -> Result<(), StorageError> {
         let _flushing = self.flush_lock.lock();
         self.flush_locked()
     }
 
     fn flush_locked(&self) -> Result<(), StorageError> {
-        let (files, target, dir_dirty) = {
+        let (files, target, dir_dirty, snapshot) = {
             let mut inner = self.inner.lock();
             let n = inner.segments.len();
             let mut files = Vec::new();
@@ -927,7 +1059,11 @@ impl PartitionLog {
                 files.extend(seg.take_files_to_sync());
             }
             let dir_dirty = std::mem::take(&mut inner.dir_dirty);
-            (files, inner.log_end_offset(), dir_dirty)
+            let leo = inner.log_end_offset();
+            let snapshot = inner
+                .producer_snapshot_due()
+                .then(|| inner.producers.encode_snapshot(leo));
+            (files, leo, dir_dirty, snapshot)
         };
         let synced = files.iter().try_for_each(|f| f.sync_data()).and_then(|()| {
             if dir_dirty {
@@ -936,8 +1072,8 @@ impl PartitionLog {
                 Ok(())
             }
         });
-        let mut inner = self.inner.lock();
         if let Err(source) = synced {
+            let mut inner = self.inner.lock();
             // Unknown what reached the disk: sync everything again next time.
             inner.segments.iter_mut().for_each(Segment::mark_dirty);
             inner.dir_dirty = true;
@@ -947,9 +1083,21 @@ impl PartitionLog {
                 source,
             });
         }
+        // The data below `target` is durable: a snapshot of it may be too.
+        // (`flush_lock` keeps truncations out until we are done.)
+        if let Some(bytes) = &snapshot {
+            ProducerStateManager::write_snapshot_file(&self.dir, target, bytes)?;
+        }
+        let mut inner = self.inner.lock();
+        if snapshot.is_some() {
+            inner.producers.snapshot_written(&self.dir, target)?;
+        }
         if target > inner.recovery_point {
+            // Its directory sync also covers the snapshot's rename.
             write_offset(&self.dir, RECOVERY_POINT_CHECKPOINT, target)?;
             inner.recovery_point = target;
+        } else if snapshot.is_some() {
+            sync_dir(&self.dir).ctx("syncing directory", &self.dir)?;
         }
         Ok(())
     }
@@ -1055,6 +1203,8 @@ impl PartitionLog {
     /// `offset` goes entirely, so the new log end may be below `offset`), and
     /// the matching index and epoch entries. A no-op at or past the log end;
     /// below the log start it empties the log and restarts it at `offset`.
+    /// Producer-state snapshots above the new end are deleted and the state
+    /// is rebuilt for the remaining batches.
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
         if offset < 0 {
             return Err(StorageError::InvalidArgument(format!(
@@ -1079,6 +1229,11 @@ impl PartitionLog {
             write_offset(&self.dir, RECOVERY_POINT_CHECKPOINT, floor)?;
             inner.recovery_point = floor;
         }
+        // Snapshots of batches about to go must not survive a crash mid-way
+        // (the new end is at most `offset`: no batch boundary lies between).
+        if inner.producers.delete_snapshots_above(&self.dir, offset)? {
+            sync_dir(&self.dir).ctx("syncing directory", &self.dir)?;
+        }
         while inner.segments.len() > idx + 1 {
             if let Some(seg) = inner.segments.last() {
                 seg.delete_files()?;
@@ -1094,13 +1249,15 @@ impl PartitionLog {
             inner.log_start_offset = new_leo;
             write_offset(&self.dir, LOG_START_OFFSET_CHECKPOINT, new_leo)?;
         }
+        inner.reload_producer_state(&self.dir)?;
         tracing::info!(dir = %self.dir.display(), offset, old_log_end = old_leo, new_log_end = new_leo, "truncated log");
         Ok(())
     }
 
     /// Drops everything and restarts the log, empty, at `offset` (a follower
     /// whose leader's log start is beyond this log's end; Kafka's
-    /// `truncateFullyAndStartAt`). The epoch cache is cleared.
+    /// `truncateFullyAndStartAt`). The epoch cache and the producer state
+    /// (with its snapshots) are cleared.
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
         if offset < 0 {
             return Err(StorageError::InvalidArgument(format!(
@@ -1207,3 +1364,7 @@ impl PartitionLog {
 #[cfg(test)]
 #[path = "log_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "producer_state_tests.rs"]
+mod producer_state_tests;

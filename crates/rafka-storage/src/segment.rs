@@ -522,7 +522,24 @@ impl Segment {
         &self,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> Result<(), StorageError> {
-        let mut scanner = BatchScanner::new(&self.log, 0, self.size, HEADER_SCAN_CHUNK);
+        self.for_each_header_from(self.base_offset, on_batch)
+    }
+
+    /// Header-only pass from the offset-index position at or before the
+    /// batch holding `offset` to the segment end: `on_batch` may also see a
+    /// few batches before `offset`. Record bodies are skipped, not read
+    /// (bodies larger than the scan chunk are never touched).
+    pub(crate) fn for_each_header_from(
+        &self,
+        offset: i64,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(), StorageError> {
+        let start = if offset <= self.base_offset {
+            0
+        } else {
+            self.lookup_position(offset)
+        };
+        let mut scanner = BatchScanner::new(&self.log, start, self.size, HEADER_SCAN_CHUNK);
         loop {
             match scanner.next(false).ctx("reading", &self.log_path)? {
                 Scan::Batch { header, .. } => on_batch(&header),
