@@ -9,6 +9,25 @@
 //!
 //! Decisions are serialised (one at a time, each against the image that includes
 //! every earlier commit), so two concurrent CreateTopics for one name cannot both win.
+//!
+//! The decisions:
+//! - topics: [`decide_create_topics`], [`decide_delete_topics`],
+//!   [`decide_create_partitions`], [`decide_alter_topic_configs`];
+//! - broker liveness: [`decide_fence_broker_with`] (session timeout, controlled
+//!   shutdown, or a broker another node reported unreachable) and
+//!   [`decide_unfence_broker_with`] / [`decide_heartbeat_with`], which move partition
+//!   leadership and honour each topic's `unclean.leader.election.enable`;
+//! - replication: [`decide_alter_partition`] (a leader shrinking or expanding its ISR,
+//!   refused when built from a stale leader or partition epoch; with
+//!   `auto.leader.rebalance.enable` a preferred replica that rejoins the ISR leads again
+//!   at once), [`decide_elect_leaders`] (preferred or unclean, on request) and
+//!   [`decide_preferred_rebalance`] (the periodic auto leader rebalance);
+//! - idempotent producers: [`decide_allocate_producer_ids`] hands out disjoint blocks
+//!   of producer ids whose end is committed before a block is used.
+//!
+//! Every leader or ISR change bumps the partition epoch, and every leader change the
+//! leader epoch, so stale leaders and requests built from an old state are refused.
+//! Broker-level settings the decisions honour are in [`ControllerSettings`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,11 +38,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ControllerError;
-use crate::image::MetadataImage;
+use crate::image::{MetadataImage, PartitionImage, TopicImage};
 use crate::log::MetadataLog;
 use crate::names::{collision_key, validate_topic_name};
 use crate::records::{BrokerRegistration, ConfigResource, MetadataRecord};
-use crate::topic_config::validate_topic_config;
+use crate::topic_config::{unclean_leader_election_enabled, validate_topic_config};
 
 /// Largest partition count one request may create (guards memory against a typo).
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
@@ -46,6 +65,27 @@ pub struct CreateTopicSpec {
 pub struct TopicCreationDefaults {
     pub num_partitions: i32,
     pub replication_factor: i16,
+}
+
+/// Broker-level replication settings the controller's decisions honour (static
+/// configuration of the node that runs the controller, as in Kafka).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerSettings {
+    /// `unclean.leader.election.enable`: the default for topics without their own
+    /// override. Kafka's default is `false`.
+    pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas, both
+    /// when one rejoins an ISR and periodically. Kafka's default is `true`.
+    pub auto_leader_rebalance_enable: bool,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+        }
+    }
 }
 
 /// What a successful (or validated) topic creation produced.
@@ -343,11 +383,14 @@ fn resolve<'a>(
     }
 }
 
+/// One topic's outcome of a DeleteTopics: the deleted topic's name and id, or why not.
+pub type DeletedTopic = Result<(String, Uuid), ControllerError>;
+
 /// Decides DeleteTopics. A successful result carries the deleted topic's name and id.
 pub fn decide_delete_topics(
     image: &MetadataImage,
     topics: &[TopicRef],
-) -> (Vec<MetadataRecord>, Vec<Result<(String, Uuid), ControllerError>>) {
+) -> (Vec<MetadataRecord>, Vec<DeletedTopic>) {
     let mut records = Vec::new();
     let mut deleted = BTreeSet::new();
     let results = topics
@@ -480,27 +523,45 @@ pub fn decide_alter_topic_configs(
     Ok(records)
 }
 
-/// Fences `broker`: it leaves every ISR it is in, and each partition it led gets a new
-/// leader from the remaining ISR (in replica order), or none (-1) when no other in-sync
-/// replica is alive — never an out-of-sync one (no unclean election). Leader and
-/// partition epochs are bumped so stale leaders and requests are refused.
+/// Fences `broker` with the default [`ControllerSettings`] (unclean leader election
+/// only where a topic enables it); see [`decide_fence_broker_with`].
 pub fn decide_fence_broker(image: &MetadataImage, broker: i32, shutdown: bool) -> Vec<MetadataRecord> {
+    decide_fence_broker_with(image, broker, shutdown, ControllerSettings::default())
+}
+
+/// Fences `broker`: it leaves every ISR it is in, and each partition it led gets a new
+/// leader from the remaining ISR (in replica order). When no other in-sync replica is
+/// alive the partition has no leader (-1) — unless unclean leader election is enabled
+/// for its topic (the topic's `unclean.leader.election.enable`, else
+/// `settings.unclean_leader_election_enable`): then the first live replica leads, with
+/// an ISR of just itself, accepting the loss of what it had not copied. Leader and
+/// partition epochs are bumped so stale leaders and requests are refused.
+pub fn decide_fence_broker_with(
+    image: &MetadataImage,
+    broker: i32,
+    shutdown: bool,
+    settings: ControllerSettings,
+) -> Vec<MetadataRecord> {
     if !image.brokers.contains_key(&broker) || image.fenced.contains(&broker) {
         return vec![];
     }
     let mut records = vec![MetadataRecord::BrokerFenced { broker_id: broker, shutdown }];
     let alive = |b: &i32| *b != broker && image.brokers.contains_key(b) && !image.fenced.contains(b);
     for topic in image.topics.values() {
+        let unclean = unclean_leader_election_enabled(&topic.configs, settings.unclean_leader_election_enable);
         for p in topic.partitions.values() {
             if !p.isr.contains(&broker) && p.leader != broker {
                 continue;
             }
             let remaining: Vec<i32> = p.isr.iter().copied().filter(|b| *b != broker).collect();
             let (leader, isr, leader_epoch) = if p.leader == broker {
-                match p.replicas.iter().copied().find(|r| remaining.contains(r) && alive(r)) {
-                    Some(new_leader) => (new_leader, remaining, p.leader_epoch + 1),
+                let clean = p.replicas.iter().copied().find(|r| remaining.contains(r) && alive(r));
+                let out_of_sync = p.replicas.iter().copied().find(|r| unclean && alive(r));
+                match (clean, out_of_sync) {
+                    (Some(new_leader), _) => (new_leader, remaining, p.leader_epoch + 1),
+                    (None, Some(new_leader)) => (new_leader, vec![new_leader], p.leader_epoch + 1),
                     // Keep the last ISR member recorded so it can lead again when it returns.
-                    None => (-1, if remaining.is_empty() { p.isr.clone() } else { remaining }, p.leader_epoch + 1),
+                    (None, None) => (-1, if remaining.is_empty() { p.isr.clone() } else { remaining }, p.leader_epoch + 1),
                 }
             } else if remaining.is_empty() {
                 continue;
@@ -520,38 +581,384 @@ pub fn decide_fence_broker(image: &MetadataImage, broker: i32, shutdown: bool) -
     records
 }
 
-/// A heartbeat from `broker`: unfence it (see [`decide_unfence_broker`]) unless it was
-/// fenced by its own controlled shutdown — a heartbeat already in flight when the broker
-/// shut down must not bring it back; only registering again does.
+/// A heartbeat from `broker` with the default [`ControllerSettings`]; see
+/// [`decide_heartbeat_with`].
 pub fn decide_heartbeat(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    decide_heartbeat_with(image, broker, ControllerSettings::default())
+}
+
+/// A heartbeat from `broker`: unfence it (see [`decide_unfence_broker_with`]) unless it
+/// was fenced by its own controlled shutdown — a heartbeat already in flight when the
+/// broker shut down must not bring it back; only registering again does.
+pub fn decide_heartbeat_with(image: &MetadataImage, broker: i32, settings: ControllerSettings) -> Vec<MetadataRecord> {
     if image.shut_down.contains(&broker) {
         return vec![];
     }
-    decide_unfence_broker(image, broker)
+    decide_unfence_broker_with(image, broker, settings)
+}
+
+/// `broker` is alive, with the default [`ControllerSettings`]; see
+/// [`decide_unfence_broker_with`].
+pub fn decide_unfence_broker(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    decide_unfence_broker_with(image, broker, ControllerSettings::default())
 }
 
 /// `broker` is alive (registered or heartbeating): unfence it if fenced, and make it
-/// leader of every leaderless partition whose ISR it is in.
-pub fn decide_unfence_broker(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+/// leader of every leaderless partition whose ISR it is in. Where unclean leader
+/// election is enabled for the topic (see [`decide_fence_broker_with`]), it also takes
+/// over a leaderless partition it is a replica of but not in the ISR of, when no ISR
+/// member is alive — with an ISR of just itself.
+pub fn decide_unfence_broker_with(
+    image: &MetadataImage,
+    broker: i32,
+    settings: ControllerSettings,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     if image.fenced.contains(&broker) {
         records.push(MetadataRecord::BrokerUnfenced { broker_id: broker });
     }
     for topic in image.topics.values() {
+        let unclean = unclean_leader_election_enabled(&topic.configs, settings.unclean_leader_election_enable);
         for p in topic.partitions.values() {
-            if p.leader < 0 && p.isr.contains(&broker) {
-                records.push(MetadataRecord::PartitionChange {
-                    topic_id: topic.topic_id,
-                    partition: p.partition,
-                    leader: broker,
-                    isr: p.isr.clone(),
-                    leader_epoch: p.leader_epoch + 1,
-                    partition_epoch: p.partition_epoch + 1,
-                });
+            if p.leader >= 0 {
+                continue;
             }
+            let isr = if p.isr.contains(&broker) {
+                p.isr.clone()
+            } else if unclean
+                && p.replicas.contains(&broker)
+                && !p.isr.iter().any(|b| *b != broker && image.is_alive(*b))
+            {
+                vec![broker]
+            } else {
+                continue;
+            };
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: topic.topic_id,
+                partition: p.partition,
+                leader: broker,
+                isr,
+                leader_epoch: p.leader_epoch + 1,
+                partition_epoch: p.partition_epoch + 1,
+            });
         }
     }
     records
+}
+
+/// The unclean elections among `records` decided against `image`: (topic, partition,
+/// new leader) for every change whose new leader was not in the ISR before — a leader
+/// that may lack committed records. The controller logs them once committed.
+pub fn unclean_elections(image: &MetadataImage, records: &[MetadataRecord]) -> Vec<(String, i32, i32)> {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            MetadataRecord::PartitionChange { topic_id, partition, leader, .. } if *leader >= 0 => {
+                let topic = image.topic_by_id(topic_id)?;
+                let before = topic.partitions.get(partition)?;
+                (!before.isr.contains(leader)).then(|| (topic.name.clone(), *partition, *leader))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Looks a partition up by topic id, for requests from brokers.
+fn partition_by_id<'a>(
+    image: &'a MetadataImage,
+    topic_id: &Uuid,
+    partition: i32,
+) -> Result<(&'a TopicImage, &'a PartitionImage), ControllerError> {
+    image
+        .topic_by_id(topic_id)
+        .and_then(|t| t.partitions.get(&partition).map(|p| (t, p)))
+        .ok_or_else(|| ControllerError::UnknownTopicOrPartition {
+            topic: topic_id.to_string(),
+            partition,
+        })
+}
+
+/// A leader change of `p` to `leader` with `isr`: both epochs go up by one.
+fn leader_change(topic_id: Uuid, p: &PartitionImage, leader: i32, isr: Vec<i32>) -> MetadataRecord {
+    MetadataRecord::PartitionChange {
+        topic_id,
+        partition: p.partition,
+        leader,
+        isr,
+        leader_epoch: p.leader_epoch + 1,
+        partition_epoch: p.partition_epoch + 1,
+    }
+}
+
+/// The state of `p` once `records` (decided against the image that holds `p`) are
+/// applied: what a requester is told without re-reading the image after the commit.
+pub fn partition_after(topic_id: Uuid, p: &PartitionImage, records: &[MetadataRecord]) -> PartitionImage {
+    let mut state = p.clone();
+    for record in records {
+        if let MetadataRecord::PartitionChange { topic_id: t, partition, leader, isr, leader_epoch, partition_epoch } = record {
+            if *t == topic_id && *partition == p.partition {
+                state.leader = *leader;
+                state.isr = isr.clone();
+                state.leader_epoch = *leader_epoch;
+                state.partition_epoch = *partition_epoch;
+            }
+        }
+    }
+    state
+}
+
+/// An AlterPartition from a partition leader: its proposed new ISR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionRequest {
+    /// The broker asking: it must be the partition's leader.
+    pub broker_id: i32,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The leader epoch the requester leads in.
+    pub leader_epoch: i32,
+    /// The partition epoch of the state the requester last saw.
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
+/// Decides AlterPartition (ISR shrink or expand by the leader), with Kafka's checks in
+/// Kafka's order: the partition must exist (UNKNOWN_TOPIC_OR_PARTITION), the leader
+/// epoch must be the current one (FENCED_LEADER_EPOCH), the requester must be the
+/// leader (NOT_LEADER_OR_FOLLOWER), and the partition epoch must be the current one
+/// (INVALID_UPDATE_VERSION: the request was built from a stale state). The new ISR must
+/// hold the leader and only replicas of the partition, each once (INVALID_REQUEST), and
+/// a broker it adds must be alive — registered, unfenced, not shut down
+/// (INELIGIBLE_REPLICA).
+///
+/// An unchanged ISR (as a set) needs no records. Otherwise one `PartitionChange` keeps
+/// the leader and leader epoch and bumps the partition epoch. With
+/// `auto.leader.rebalance.enable`, an ISR expansion that adds the partition's preferred
+/// replica (the first) while it is alive and not the leader also hands it the
+/// leadership in a second change (both epochs bumped again), so a restarted broker
+/// leads its partitions again as soon as it has caught up.
+pub fn decide_alter_partition(
+    image: &MetadataImage,
+    request: &AlterPartitionRequest,
+    settings: ControllerSettings,
+) -> Result<Vec<MetadataRecord>, ControllerError> {
+    let (topic, p) = partition_by_id(image, &request.topic_id, request.partition)?;
+    if request.leader_epoch != p.leader_epoch {
+        return Err(ControllerError::FencedLeaderEpoch { current: p.leader_epoch, got: request.leader_epoch });
+    }
+    if request.broker_id != p.leader {
+        return Err(ControllerError::NotLeaderOrFollower {
+            topic: topic.name.clone(),
+            partition: p.partition,
+            broker_id: request.broker_id,
+            leader: p.leader,
+        });
+    }
+    if request.partition_epoch != p.partition_epoch {
+        return Err(ControllerError::InvalidUpdateVersion { current: p.partition_epoch, got: request.partition_epoch });
+    }
+    let new_isr = &request.new_isr;
+    let invalid = |reason: String| ControllerError::InvalidRequest {
+        reason: format!("new ISR {new_isr:?} of {}-{}: {reason}", topic.name, p.partition),
+    };
+    if !new_isr.contains(&p.leader) {
+        return Err(invalid(format!("it leaves out the leader {}", p.leader)));
+    }
+    if let Some(stranger) = new_isr.iter().find(|b| !p.replicas.contains(b)) {
+        return Err(invalid(format!("broker {stranger} is not one of the replicas {:?}", p.replicas)));
+    }
+    let proposed: BTreeSet<i32> = new_isr.iter().copied().collect();
+    if proposed.len() != new_isr.len() {
+        return Err(invalid("it lists a broker twice".into()));
+    }
+    let current: BTreeSet<i32> = p.isr.iter().copied().collect();
+    if proposed == current {
+        return Ok(vec![]);
+    }
+    if let Some(dead) = proposed.difference(&current).find(|b| !image.is_alive(**b)) {
+        return Err(ControllerError::IneligibleReplica { broker_id: *dead });
+    }
+    let mut records = vec![MetadataRecord::PartitionChange {
+        topic_id: topic.topic_id,
+        partition: p.partition,
+        leader: p.leader,
+        isr: new_isr.clone(),
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch + 1,
+    }];
+    if let Some(&preferred) = p.replicas.first() {
+        if settings.auto_leader_rebalance_enable
+            && preferred != p.leader
+            && proposed.contains(&preferred)
+            && !current.contains(&preferred)
+            && image.is_alive(preferred)
+        {
+            let expanded = partition_after(topic.topic_id, p, &records);
+            records.push(leader_change(topic.topic_id, &expanded, preferred, new_isr.clone()));
+        }
+    }
+    Ok(records)
+}
+
+/// How many producer ids one AllocateProducerIds hands out.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// A block of producer ids handed to one broker: `first_producer_id ..
+/// first_producer_id + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdBlock {
+    pub broker_id: i32,
+    pub first_producer_id: i64,
+    pub count: i64,
+}
+
+/// Decides AllocateProducerIds: the next [`PRODUCER_ID_BLOCK_SIZE`] ids from the
+/// image's `next_producer_id`, for a registered broker. The record moves
+/// `next_producer_id` past the block, and the block is only handed out once that is
+/// committed, so a new active controller never hands out an id again.
+pub fn decide_allocate_producer_ids(
+    image: &MetadataImage,
+    broker_id: i32,
+) -> Result<(Vec<MetadataRecord>, ProducerIdBlock), ControllerError> {
+    if !image.brokers.contains_key(&broker_id) {
+        return Err(ControllerError::InvalidRequest {
+            reason: format!("broker {broker_id} is not registered"),
+        });
+    }
+    let first = image.next_producer_id;
+    let next = first.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or_else(|| ControllerError::InvalidRequest {
+        reason: format!("producer ids are exhausted (next would be {first})"),
+    })?;
+    Ok((
+        vec![MetadataRecord::ProducerIds { broker_id, next_producer_id: next }],
+        ProducerIdBlock { broker_id, first_producer_id: first, count: PRODUCER_ID_BLOCK_SIZE },
+    ))
+}
+
+/// Which leader an ElectLeaders asks for (Kafka's `ElectionType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionType {
+    /// The preferred replica (the first one) leads again, if it is alive and in sync.
+    Preferred,
+    /// A partition without a live leader gets one even if no in-sync replica is alive.
+    Unclean,
+}
+
+/// One partition's outcome of an ElectLeaders: topic name, partition, result.
+pub type ElectionResult = (String, i32, Result<(), ControllerError>);
+
+/// One election on `p`: the change to commit, or why there is none.
+fn elect_leader(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    p: &PartitionImage,
+    election: ElectionType,
+) -> Result<MetadataRecord, ControllerError> {
+    let not_needed = || ControllerError::ElectionNotNeeded {
+        topic: topic.name.clone(),
+        partition: p.partition,
+        leader: p.leader,
+    };
+    match election {
+        ElectionType::Preferred => {
+            let preferred = p.replicas.first().copied().unwrap_or(-1);
+            if p.leader == preferred {
+                return Err(not_needed());
+            }
+            if !image.is_alive(preferred) || !p.isr.contains(&preferred) {
+                return Err(ControllerError::PreferredLeaderNotAvailable {
+                    topic: topic.name.clone(),
+                    partition: p.partition,
+                    preferred,
+                });
+            }
+            Ok(leader_change(topic.topic_id, p, preferred, p.isr.clone()))
+        }
+        ElectionType::Unclean => {
+            if p.leader >= 0 && image.is_alive(p.leader) {
+                return Err(not_needed());
+            }
+            let in_sync = p.replicas.iter().copied().find(|r| p.isr.contains(r) && image.is_alive(*r));
+            if let Some(leader) = in_sync {
+                let isr = p.isr.iter().copied().filter(|b| image.is_alive(*b)).collect();
+                return Ok(leader_change(topic.topic_id, p, leader, isr));
+            }
+            match p.replicas.iter().copied().find(|r| image.is_alive(*r)) {
+                Some(leader) => Ok(leader_change(topic.topic_id, p, leader, vec![leader])),
+                None => Err(ControllerError::EligibleLeadersNotAvailable {
+                    topic: topic.name.clone(),
+                    partition: p.partition,
+                }),
+            }
+        }
+    }
+}
+
+/// Decides ElectLeaders for `partitions` (topic name, partition), or for every
+/// partition when `None`. Each election bumps the leader and partition epochs.
+///
+/// - `Preferred`: the first replica leads if it is alive and in the ISR;
+///   ELECTION_NOT_NEEDED if it leads already, PREFERRED_LEADER_NOT_AVAILABLE otherwise.
+/// - `Unclean` (an explicit request, so regardless of `unclean.leader.election.enable`):
+///   only a partition with no leader or a dead one; a live ISR member leads if there is
+///   one, else the first live replica with an ISR of just itself.
+///   ELECTION_NOT_NEEDED if the leader is alive, ELIGIBLE_LEADERS_NOT_AVAILABLE if no
+///   replica is.
+///
+/// A partition named twice is elected once. With `None`, as in Kafka, partitions that
+/// need no election are left out of the results.
+pub fn decide_elect_leaders(
+    image: &MetadataImage,
+    election: ElectionType,
+    partitions: Option<&[(String, i32)]>,
+) -> (Vec<MetadataRecord>, Vec<ElectionResult>) {
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    match partitions {
+        Some(partitions) => {
+            let mut seen = BTreeSet::new();
+            for (name, partition) in partitions {
+                if !seen.insert((name.as_str(), *partition)) {
+                    continue;
+                }
+                let result = image
+                    .topic_by_name(name)
+                    .and_then(|t| t.partitions.get(partition).map(|p| (t, p)))
+                    .ok_or_else(|| ControllerError::UnknownTopicOrPartition {
+                        topic: name.clone(),
+                        partition: *partition,
+                    })
+                    .and_then(|(t, p)| elect_leader(image, t, p, election))
+                    .map(|record| records.push(record));
+                results.push((name.clone(), *partition, result));
+            }
+        }
+        None => {
+            for topic in image.topic_ids_by_name.values().filter_map(|id| image.topics.get(id)) {
+                for p in topic.partitions.values() {
+                    match elect_leader(image, topic, p, election) {
+                        Ok(record) => {
+                            records.push(record);
+                            results.push((topic.name.clone(), p.partition, Ok(())));
+                        }
+                        Err(ControllerError::ElectionNotNeeded { .. }) => {}
+                        Err(e) => results.push((topic.name.clone(), p.partition, Err(e))),
+                    }
+                }
+            }
+        }
+    }
+    (records, results)
+}
+
+/// The periodic auto leader rebalance: every partition whose preferred replica is
+/// alive, in the ISR and not the leader gets it as leader again.
+pub fn decide_preferred_rebalance(image: &MetadataImage) -> Vec<MetadataRecord> {
+    image
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.values().map(move |p| (t, p)))
+        .filter_map(|(t, p)| elect_leader(image, t, p, ElectionType::Preferred).ok())
+        .collect()
 }
 
 /// A command for the active controller, sent over gRPC by any node (JSON).
@@ -577,6 +984,28 @@ pub enum ControllerRequest {
     /// The quorum's state as the leader sees it (DescribeQuorum). Answered by the node
     /// that runs Raft, not by [`Controller`].
     DescribeQuorum,
+    /// A partition leader changing the ISR (see [`decide_alter_partition`]); answered
+    /// with [`ControllerResponse::PartitionChanged`].
+    AlterPartition {
+        broker_id: i32,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    },
+    /// A broker asking for a block of producer ids; answered with
+    /// [`ControllerResponse::ProducerIds`].
+    AllocateProducerIds { broker_id: i32 },
+    /// ElectLeaders for the named (topic, partition)s, or every partition when `None`;
+    /// answered with [`ControllerResponse::LeadersElected`].
+    ElectLeaders {
+        election: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    },
+    /// `broker_id` was confirmed down (a failed connection probe) by `reporter`: fence
+    /// it now rather than after the session timeout.
+    BrokerUnreachable { broker_id: i32, reporter: i32 },
 }
 
 /// One replica of the metadata log, for DescribeQuorum.
@@ -610,6 +1039,17 @@ pub enum ControllerResponse {
     TopicsDeleted { offset: u64, results: Vec<Result<(String, Uuid), ControllerError>> },
     Done { offset: u64 },
     Quorum(QuorumState),
+    /// The partition's state after an AlterPartition (unchanged when the ISR was).
+    PartitionChanged {
+        offset: u64,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// Producer ids `first_producer_id .. first_producer_id + count`, for the asker only.
+    ProducerIds { offset: u64, first_producer_id: i64, count: i64 },
+    LeadersElected { offset: u64, results: Vec<ElectionResult> },
 }
 
 /// Where controller commands go: the local controller, or the active one elsewhere.
@@ -626,6 +1066,7 @@ pub struct Controller {
     /// active controller gives every broker a full session from when it took over).
     heartbeats: parking_lot::Mutex<HashMap<i32, Instant>>,
     session_timeout: Duration,
+    settings: ControllerSettings,
 }
 
 impl std::fmt::Debug for Controller {
@@ -648,7 +1089,30 @@ impl Controller {
             defaults,
             heartbeats: parking_lot::Mutex::new(HashMap::new()),
             session_timeout: Duration::from_secs(9),
+            settings: ControllerSettings::default(),
         }
+    }
+
+    /// Sets the broker-level replication settings at once.
+    pub fn with_settings(mut self, settings: ControllerSettings) -> Controller {
+        self.settings = settings;
+        self
+    }
+
+    /// Sets the broker-level `unclean.leader.election.enable` (default `false`).
+    pub fn with_unclean_leader_election(mut self, enable: bool) -> Controller {
+        self.settings.unclean_leader_election_enable = enable;
+        self
+    }
+
+    /// Sets `auto.leader.rebalance.enable` (default `true`).
+    pub fn with_auto_leader_rebalance(mut self, enable: bool) -> Controller {
+        self.settings.auto_leader_rebalance_enable = enable;
+        self
+    }
+
+    pub fn settings(&self) -> ControllerSettings {
+        self.settings
     }
 
     /// Sets `broker.session.timeout.ms`: a broker silent that long is fenced.
@@ -682,9 +1146,9 @@ impl Controller {
         let mut fenced = Vec::new();
         for broker in stale {
             let image = self.log.image();
-            let records = decide_fence_broker(&image, broker, false);
+            let records = decide_fence_broker_with(&image, broker, false, self.settings);
             if !records.is_empty() {
-                self.log.commit(records).await?;
+                self.commit_changes(&image, records).await?;
                 tracing::warn!(broker, timeout_ms = self.session_timeout.as_millis() as u64, "fenced broker: no heartbeat within the session timeout");
                 fenced.push(broker);
             }
@@ -710,9 +1174,10 @@ impl Controller {
                 self.heartbeats.lock().insert(broker_id, Instant::now());
                 let mut offset = self.register_broker(registration).await?;
                 let _serial = self.serial.lock().await;
-                let records = decide_unfence_broker(&self.log.image(), broker_id);
+                let image = self.log.image();
+                let records = decide_unfence_broker_with(&image, broker_id, self.settings);
                 if !records.is_empty() {
-                    offset = self.log.commit(records).await?;
+                    offset = self.commit_changes(&image, records).await?;
                 }
                 Ok(ControllerResponse::Registered { offset, cluster_id })
             }
@@ -725,22 +1190,49 @@ impl Controller {
                         reason: format!("broker {broker_id} is not registered"),
                     });
                 }
-                let records = decide_heartbeat(&image, broker_id);
+                let records = decide_heartbeat_with(&image, broker_id, self.settings);
                 let offset = if records.is_empty() {
                     image.offset
                 } else {
                     tracing::info!(broker = broker_id, "unfenced broker: heartbeating again");
-                    self.log.commit(records).await?
+                    self.commit_changes(&image, records).await?
                 };
                 Ok(ControllerResponse::HeartbeatAck { offset })
             }
             ControllerRequest::Unregister { broker_id } => {
                 let _serial = self.serial.lock().await;
                 let image = self.log.image();
-                let records = decide_fence_broker(&image, broker_id, true);
-                let offset = if records.is_empty() { image.offset } else { self.log.commit(records).await? };
+                let records = decide_fence_broker_with(&image, broker_id, true, self.settings);
+                let offset = if records.is_empty() { image.offset } else { self.commit_changes(&image, records).await? };
                 self.heartbeats.lock().remove(&broker_id);
                 Ok(ControllerResponse::Unregistered { offset })
+            }
+            ControllerRequest::BrokerUnreachable { broker_id, reporter } => {
+                let offset = self.fence_unreachable_broker(broker_id, reporter).await?;
+                Ok(ControllerResponse::Done { offset })
+            }
+            ControllerRequest::AlterPartition { broker_id, topic_id, partition, leader_epoch, partition_epoch, new_isr } => {
+                let request = AlterPartitionRequest { broker_id, topic_id, partition, leader_epoch, partition_epoch, new_isr };
+                let (offset, state) = self.alter_partition(&request).await?;
+                Ok(ControllerResponse::PartitionChanged {
+                    offset,
+                    leader: state.leader,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                    isr: state.isr,
+                })
+            }
+            ControllerRequest::AllocateProducerIds { broker_id } => {
+                let (offset, block) = self.allocate_producer_ids(broker_id).await?;
+                Ok(ControllerResponse::ProducerIds {
+                    offset,
+                    first_producer_id: block.first_producer_id,
+                    count: block.count,
+                })
+            }
+            ControllerRequest::ElectLeaders { election, partitions } => {
+                let (offset, results) = self.elect_leaders(election, partitions.as_deref()).await?;
+                Ok(ControllerResponse::LeadersElected { offset, results })
             }
             ControllerRequest::CreateTopics { specs, validate_only } => {
                 let (offset, results) = self.create_topics(&specs, validate_only).await?;
@@ -766,6 +1258,105 @@ impl Controller {
 
     pub fn log(&self) -> &Arc<dyn MetadataLog> {
         &self.log
+    }
+
+    /// Commits `records` decided against `image` and warns about every unclean leader
+    /// election among them (a leader that may lack committed records).
+    async fn commit_changes(&self, image: &MetadataImage, records: Vec<MetadataRecord>) -> Result<u64, ControllerError> {
+        let unclean = unclean_elections(image, &records);
+        let offset = self.log.commit(records).await?;
+        for (topic, partition, leader) in unclean {
+            tracing::warn!(
+                topic = %topic,
+                partition,
+                leader,
+                "unclean leader election: the new leader was not in sync; records it lacks are lost"
+            );
+        }
+        Ok(offset)
+    }
+
+    /// A broker another node confirmed unreachable: fenced as the session timeout would
+    /// fence it, and forgotten by the liveness tracking so it is not fenced twice.
+    /// Nothing happens for an unknown or already fenced broker.
+    pub async fn fence_unreachable_broker(&self, broker_id: i32, reporter: i32) -> Result<u64, ControllerError> {
+        let _serial = self.serial.lock().await;
+        let image = self.log.image();
+        let records = decide_fence_broker_with(&image, broker_id, false, self.settings);
+        let offset = if records.is_empty() {
+            image.offset
+        } else {
+            let offset = self.commit_changes(&image, records).await?;
+            tracing::warn!(broker = broker_id, reporter, "fenced broker: reported unreachable");
+            offset
+        };
+        self.heartbeats.lock().remove(&broker_id);
+        Ok(offset)
+    }
+
+    /// AlterPartition: commits the ISR change (and any preferred-leader return) and
+    /// returns the offset and the partition's resulting state.
+    pub async fn alter_partition(&self, request: &AlterPartitionRequest) -> Result<(u64, PartitionImage), ControllerError> {
+        let _serial = self.serial.lock().await;
+        let image = self.log.image();
+        let records = decide_alter_partition(&image, request, self.settings)?;
+        let (topic_id, current) = partition_by_id(&image, &request.topic_id, request.partition)
+            .map(|(t, p)| (t.topic_id, p))?;
+        let state = partition_after(topic_id, current, &records);
+        if records.is_empty() {
+            return Ok((image.offset, state));
+        }
+        let moved = state.leader != current.leader;
+        let offset = self.commit_changes(&image, records).await?;
+        if moved {
+            tracing::info!(
+                topic_id = %topic_id,
+                partition = request.partition,
+                leader = state.leader,
+                "preferred replica rejoined the ISR and leads again"
+            );
+        }
+        Ok((offset, state))
+    }
+
+    /// AllocateProducerIds: commits the block's end before handing the block out.
+    pub async fn allocate_producer_ids(&self, broker_id: i32) -> Result<(u64, ProducerIdBlock), ControllerError> {
+        let _serial = self.serial.lock().await;
+        let image = self.log.image();
+        let (records, block) = decide_allocate_producer_ids(&image, broker_id)?;
+        let offset = self.log.commit(records).await?;
+        Ok((offset, block))
+    }
+
+    /// ElectLeaders; see [`decide_elect_leaders`].
+    pub async fn elect_leaders(
+        &self,
+        election: ElectionType,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<(u64, Vec<ElectionResult>), ControllerError> {
+        let _serial = self.serial.lock().await;
+        let image = self.log.image();
+        let (records, results) = decide_elect_leaders(&image, election, partitions);
+        let offset = if records.is_empty() { image.offset } else { self.commit_changes(&image, records).await? };
+        Ok((offset, results))
+    }
+
+    /// The periodic auto leader rebalance (see [`decide_preferred_rebalance`]); does
+    /// nothing when `auto.leader.rebalance.enable` is off. Returns how many partitions
+    /// changed leader.
+    pub async fn run_preferred_rebalance(&self) -> Result<usize, ControllerError> {
+        if !self.settings.auto_leader_rebalance_enable {
+            return Ok(0);
+        }
+        let _serial = self.serial.lock().await;
+        let image = self.log.image();
+        let records = decide_preferred_rebalance(&image);
+        let moved = records.len();
+        if moved > 0 {
+            self.commit_changes(&image, records).await?;
+            tracing::info!(partitions = moved, "auto leader rebalance: preferred replicas lead again");
+        }
+        Ok(moved)
     }
 
     pub fn creation_defaults(&self) -> TopicCreationDefaults {
@@ -1122,5 +1713,566 @@ mod tests {
         assert!(matches!(results[2], Err(ControllerError::UnknownTopic { .. })));
         replay(&mut image, &records);
         assert!(image.topics.is_empty());
+    }
+
+    // ---- replication: AlterPartition, elections, unclean, producer ids ----
+
+    /// An image with `brokers` registered and topic `name` placed by hand.
+    fn image_with_topic(brokers: &[i32], name: &str, assignment: &[&[i32]]) -> (MetadataImage, Uuid) {
+        let mut image = image_with_brokers(brokers);
+        let spec = CreateTopicSpec {
+            name: name.into(),
+            assignments: Some(assignment.iter().enumerate().map(|(i, r)| (i as i32, r.to_vec())).collect()),
+            ..Default::default()
+        };
+        let (records, results) = decide_create_topics(&image, &[spec], DEFAULTS);
+        let id = results[0].as_ref().unwrap().topic_id;
+        replay(&mut image, &records);
+        (image, id)
+    }
+
+    fn part(image: &MetadataImage, topic: &str, partition: i32) -> PartitionImage {
+        image.partition(topic, partition).unwrap().clone()
+    }
+
+    fn set_isr(image: &mut MetadataImage, topic_id: Uuid, partition: i32, leader: i32, isr: &[i32]) {
+        let p = image.topics[&topic_id].partitions[&partition].clone();
+        replay(image, &[MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            leader,
+            isr: isr.to_vec(),
+            leader_epoch: p.leader_epoch + i32::from(leader != p.leader),
+            partition_epoch: p.partition_epoch + 1,
+        }]);
+    }
+
+    fn alter(image: &MetadataImage, topic_id: Uuid, broker_id: i32, new_isr: &[i32]) -> AlterPartitionRequest {
+        let p = &image.topics[&topic_id].partitions[&0];
+        AlterPartitionRequest {
+            broker_id,
+            topic_id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: new_isr.to_vec(),
+        }
+    }
+
+    const NO_REBALANCE: ControllerSettings = ControllerSettings {
+        unclean_leader_election_enable: false,
+        auto_leader_rebalance_enable: false,
+    };
+
+    const UNCLEAN: ControllerSettings = ControllerSettings {
+        unclean_leader_election_enable: true,
+        auto_leader_rebalance_enable: true,
+    };
+
+    fn set_topic_config(image: &mut MetadataImage, topic: &str, key: &str, value: &str) {
+        let r = decide_alter_topic_configs(image, topic, &[ConfigChange::Set(key.into(), value.into())], false).unwrap();
+        replay(image, &r);
+    }
+
+    #[test]
+    fn default_settings_match_kafka() {
+        let s = ControllerSettings::default();
+        assert!(!s.unclean_leader_election_enable);
+        assert!(s.auto_leader_rebalance_enable);
+    }
+
+    #[test]
+    fn alter_partition_shrinks_and_expands_bumping_only_the_partition_epoch() {
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3]]);
+        let before = part(&image, "t", 0);
+        let r = decide_alter_partition(&image, &alter(&image, id, 1, &[1, 3]), ControllerSettings::default()).unwrap();
+        assert_eq!(r.len(), 1);
+        replay(&mut image, &r);
+        let p = part(&image, "t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 3]));
+        assert_eq!(p.leader_epoch, before.leader_epoch);
+        assert_eq!(p.partition_epoch, before.partition_epoch + 1);
+
+        let r = decide_alter_partition(&image, &alter(&image, id, 1, &[1, 3, 2]), ControllerSettings::default()).unwrap();
+        replay(&mut image, &r);
+        let p = part(&image, "t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 3, 2]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (before.leader_epoch, before.partition_epoch + 2));
+    }
+
+    #[test]
+    fn alter_partition_with_an_unchanged_isr_commits_nothing() {
+        let (image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3]]);
+        for isr in [&[1, 2, 3][..], &[3, 1, 2][..]] {
+            let r = decide_alter_partition(&image, &alter(&image, id, 1, isr), ControllerSettings::default()).unwrap();
+            assert!(r.is_empty(), "{isr:?}");
+        }
+    }
+
+    #[test]
+    fn alter_partition_refuses_stale_epochs_non_leaders_and_unknown_partitions() {
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3]]);
+        let settings = ControllerSettings::default();
+        // A request built from the state before a committed change is stale.
+        let stale = alter(&image, id, 1, &[1, 2]);
+        let r = decide_alter_partition(&image, &alter(&image, id, 1, &[1, 3]), settings).unwrap();
+        replay(&mut image, &r);
+        assert_eq!(
+            decide_alter_partition(&image, &stale, settings),
+            Err(ControllerError::InvalidUpdateVersion { current: 1, got: 0 })
+        );
+        let mut ahead = alter(&image, id, 1, &[1]);
+        ahead.partition_epoch += 1;
+        assert!(matches!(decide_alter_partition(&image, &ahead, settings), Err(ControllerError::InvalidUpdateVersion { .. })));
+
+        let mut old_epoch = alter(&image, id, 1, &[1]);
+        old_epoch.leader_epoch -= 1;
+        assert_eq!(
+            decide_alter_partition(&image, &old_epoch, settings),
+            Err(ControllerError::FencedLeaderEpoch { current: 0, got: -1 })
+        );
+
+        assert_eq!(
+            decide_alter_partition(&image, &alter(&image, id, 3, &[1, 3]), settings),
+            Err(ControllerError::NotLeaderOrFollower { topic: "t".into(), partition: 0, broker_id: 3, leader: 1 })
+        );
+
+        let mut unknown_topic = alter(&image, id, 1, &[1]);
+        unknown_topic.topic_id = Uuid::new_v4();
+        assert!(matches!(
+            decide_alter_partition(&image, &unknown_topic, settings),
+            Err(ControllerError::UnknownTopicOrPartition { partition: 0, .. })
+        ));
+        let mut unknown_partition = alter(&image, id, 1, &[1]);
+        unknown_partition.partition = 7;
+        assert!(matches!(
+            decide_alter_partition(&image, &unknown_partition, settings),
+            Err(ControllerError::UnknownTopicOrPartition { partition: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn an_isr_must_keep_the_leader_and_hold_only_its_replicas_once() {
+        let (image, id) = image_with_topic(&[1, 2, 3, 4], "t", &[&[1, 2, 3]]);
+        let settings = ControllerSettings::default();
+        for isr in [&[2, 3][..], &[][..], &[1, 4][..], &[1, 2, 2][..]] {
+            let result = decide_alter_partition(&image, &alter(&image, id, 1, isr), settings);
+            assert!(matches!(result, Err(ControllerError::InvalidRequest { .. })), "{isr:?}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn only_live_brokers_may_join_an_isr_but_dead_ones_may_leave() {
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3]]);
+        let settings = ControllerSettings::default();
+        set_isr(&mut image, id, 0, 1, &[1]);
+        // Broker 2 is fenced for silence, broker 3 shut down.
+        replay(&mut image, &[
+            MetadataRecord::BrokerFenced { broker_id: 2, shutdown: false },
+            MetadataRecord::BrokerFenced { broker_id: 3, shutdown: true },
+        ]);
+        assert_eq!(
+            decide_alter_partition(&image, &alter(&image, id, 1, &[1, 2]), settings),
+            Err(ControllerError::IneligibleReplica { broker_id: 2 })
+        );
+        assert_eq!(
+            decide_alter_partition(&image, &alter(&image, id, 1, &[1, 3]), settings),
+            Err(ControllerError::IneligibleReplica { broker_id: 3 })
+        );
+        // A member that is in the ISR already may stay even while fenced: only additions are checked.
+        set_isr(&mut image, id, 0, 1, &[1, 2]);
+        assert!(decide_alter_partition(&image, &alter(&image, id, 1, &[1, 2]), settings).unwrap().is_empty());
+        let r = decide_alter_partition(&image, &alter(&image, id, 1, &[1]), settings).unwrap();
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn a_preferred_replica_rejoining_the_isr_leads_again_when_auto_rebalance_is_on() {
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3]]);
+        // Broker 1 restarted: 2 leads, 1 is out of the ISR.
+        let r = decide_fence_broker(&image, 1, false);
+        replay(&mut image, &r);
+        let r = decide_heartbeat(&image, 1);
+        replay(&mut image, &r);
+        let before = part(&image, "t", 0);
+        assert_eq!((before.leader, before.isr.clone()), (2, vec![2, 3]));
+
+        // Off: the ISR grows, 2 keeps leading.
+        let r = decide_alter_partition(&image, &alter(&image, id, 2, &[2, 3, 1]), NO_REBALANCE).unwrap();
+        assert_eq!(r.len(), 1);
+
+        // On: a second change makes 1 the leader, epochs bumped again.
+        let r = decide_alter_partition(&image, &alter(&image, id, 2, &[2, 3, 1]), ControllerSettings::default()).unwrap();
+        assert_eq!(r.len(), 2);
+        let computed = partition_after(id, &before, &r);
+        replay(&mut image, &r);
+        let p = part(&image, "t", 0);
+        assert_eq!(p, computed);
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![2, 3, 1]));
+        assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(p.partition_epoch, before.partition_epoch + 2);
+
+        // Adding a broker that is not the preferred replica moves nothing.
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "u", &[&[1, 2, 3]]);
+        set_isr(&mut image, id, 0, 1, &[1, 2]);
+        let r = decide_alter_partition(&image, &alter(&image, id, 1, &[1, 2, 3]), ControllerSettings::default()).unwrap();
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn producer_id_blocks_are_disjoint_and_monotonic() {
+        let mut image = image_with_brokers(&[1, 2]);
+        let mut blocks = Vec::new();
+        for broker in [1, 2, 1, 2] {
+            let (records, block) = decide_allocate_producer_ids(&image, broker).unwrap();
+            assert_eq!(records, vec![MetadataRecord::ProducerIds {
+                broker_id: broker,
+                next_producer_id: block.first_producer_id + PRODUCER_ID_BLOCK_SIZE,
+            }]);
+            replay(&mut image, &records);
+            blocks.push(block);
+        }
+        assert_eq!(blocks[0].first_producer_id, 0);
+        for pair in blocks.windows(2) {
+            assert_eq!(pair[0].count, PRODUCER_ID_BLOCK_SIZE);
+            assert_eq!(pair[1].first_producer_id, pair[0].first_producer_id + pair[0].count);
+        }
+        assert_eq!(image.next_producer_id, 4 * PRODUCER_ID_BLOCK_SIZE);
+        // A replayed older record never moves the counter back.
+        replay(&mut image, &[MetadataRecord::ProducerIds { broker_id: 1, next_producer_id: 1000 }]);
+        assert_eq!(image.next_producer_id, 4 * PRODUCER_ID_BLOCK_SIZE);
+        assert!(matches!(decide_allocate_producer_ids(&image, 9), Err(ControllerError::InvalidRequest { .. })));
+    }
+
+    #[test]
+    fn preferred_election_moves_leadership_only_to_a_live_in_sync_first_replica() {
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3], &[2, 3, 1], &[3, 1, 2]]);
+        // p0: 2 leads, 1 in sync -> electable. p1: 2 leads already. p2: 1 leads, 3 out of sync.
+        set_isr(&mut image, id, 0, 2, &[1, 2, 3]);
+        set_isr(&mut image, id, 2, 1, &[1, 2]);
+        let asked = vec![("t".to_string(), 0), ("t".to_string(), 1), ("t".to_string(), 2), ("t".to_string(), 9), ("t".to_string(), 0)];
+        let (records, results) = decide_elect_leaders(&image, ElectionType::Preferred, Some(&asked));
+        assert_eq!(results.len(), 4, "a partition named twice is elected once");
+        assert_eq!(results[0], ("t".to_string(), 0, Ok(())));
+        assert_eq!(results[1].2, Err(ControllerError::ElectionNotNeeded { topic: "t".into(), partition: 1, leader: 2 }));
+        assert_eq!(results[2].2, Err(ControllerError::PreferredLeaderNotAvailable { topic: "t".into(), partition: 2, preferred: 3 }));
+        assert_eq!(results[3].2, Err(ControllerError::UnknownTopicOrPartition { topic: "t".into(), partition: 9 }));
+        let before = part(&image, "t", 0);
+        replay(&mut image, &records);
+        let p = part(&image, "t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 2, 3]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (before.leader_epoch + 1, before.partition_epoch + 1));
+
+        // A dead preferred replica is not available either, even in the ISR.
+        set_isr(&mut image, id, 2, 1, &[1, 2, 3]);
+        replay(&mut image, &[MetadataRecord::BrokerFenced { broker_id: 3, shutdown: true }]);
+        let (records, results) = decide_elect_leaders(&image, ElectionType::Preferred, Some(&[("t".to_string(), 2)]));
+        assert!(records.is_empty());
+        assert!(matches!(results[0].2, Err(ControllerError::PreferredLeaderNotAvailable { .. })));
+
+        // Every partition: those that need nothing are left out.
+        let (_, results) = decide_elect_leaders(&image, ElectionType::Preferred, None);
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].1, 2);
+    }
+
+    #[test]
+    fn unclean_election_only_for_partitions_without_a_live_leader() {
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3], &[1, 2, 3], &[1, 2, 3]]);
+        // p0: led by live 1. p1: leaderless, ISR [1] dead, 2 and 3 alive but out of sync.
+        // p2: leaderless with every replica dead.
+        set_isr(&mut image, id, 1, 1, &[1]);
+        replay(&mut image, &[MetadataRecord::BrokerFenced { broker_id: 1, shutdown: false }]);
+        set_isr(&mut image, id, 1, -1, &[1]);
+        set_isr(&mut image, id, 0, 1, &[1, 2, 3]);
+        let (records, results) = decide_elect_leaders(
+            &image,
+            ElectionType::Unclean,
+            Some(&[("t".to_string(), 1), ("nope".to_string(), 0)]),
+        );
+        assert_eq!(results[0].2, Ok(()));
+        assert!(matches!(results[1].2, Err(ControllerError::UnknownTopicOrPartition { .. })));
+        assert_eq!(unclean_elections(&image, &records), vec![("t".to_string(), 1, 2)]);
+        let before = part(&image, "t", 1);
+        replay(&mut image, &records);
+        let p = part(&image, "t", 1);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (before.leader_epoch + 1, before.partition_epoch + 1));
+
+        // p0's leader 1 is dead but 2 and 3 are in sync: the election is clean.
+        let (records, results) = decide_elect_leaders(&image, ElectionType::Unclean, Some(&[("t".to_string(), 0)]));
+        assert_eq!(results[0].2, Ok(()));
+        assert!(unclean_elections(&image, &records).is_empty());
+        replay(&mut image, &records);
+        let p = part(&image, "t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2, 3]));
+
+        // A live leader needs no election; no live replica means none is possible.
+        let (_, results) = decide_elect_leaders(&image, ElectionType::Unclean, Some(&[("t".to_string(), 0)]));
+        assert!(matches!(results[0].2, Err(ControllerError::ElectionNotNeeded { leader: 2, .. })));
+        replay(&mut image, &[
+            MetadataRecord::BrokerFenced { broker_id: 2, shutdown: false },
+            MetadataRecord::BrokerFenced { broker_id: 3, shutdown: false },
+        ]);
+        set_isr(&mut image, id, 2, -1, &[1]);
+        let (records, results) = decide_elect_leaders(&image, ElectionType::Unclean, Some(&[("t".to_string(), 2)]));
+        assert!(records.is_empty());
+        assert_eq!(results[0].2, Err(ControllerError::EligibleLeadersNotAvailable { topic: "t".into(), partition: 2 }));
+    }
+
+    #[test]
+    fn periodic_rebalance_moves_only_electable_partitions() {
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3], &[2, 3, 1], &[3, 1, 2]]);
+        set_isr(&mut image, id, 0, 2, &[1, 2, 3]);
+        set_isr(&mut image, id, 2, 1, &[1, 2]);
+        let r = decide_preferred_rebalance(&image);
+        assert_eq!(r.len(), 1);
+        replay(&mut image, &r);
+        assert_eq!(part(&image, "t", 0).leader, 1);
+        assert!(decide_preferred_rebalance(&image).is_empty());
+    }
+
+    #[test]
+    fn fencing_the_last_in_sync_leader_elects_out_of_sync_replicas_only_when_unclean_is_enabled() {
+        let setup = || {
+            let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3]]);
+            set_isr(&mut image, id, 0, 1, &[1]);
+            image
+        };
+        // Off (the default): offline, ISR kept.
+        let mut image = setup();
+        let r = decide_fence_broker_with(&image, 1, false, ControllerSettings::default());
+        assert!(unclean_elections(&image, &r).is_empty());
+        replay(&mut image, &r);
+        let p = part(&image, "t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
+
+        // Broker default on: the first live replica leads alone.
+        let mut image = setup();
+        let before = part(&image, "t", 0);
+        let r = decide_fence_broker_with(&image, 1, false, UNCLEAN);
+        assert_eq!(unclean_elections(&image, &r), vec![("t".to_string(), 0, 2)]);
+        replay(&mut image, &r);
+        let p = part(&image, "t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!((p.leader_epoch, p.partition_epoch), (before.leader_epoch + 1, before.partition_epoch + 1));
+
+        // A topic override wins over the broker default, both ways.
+        let mut image = setup();
+        set_topic_config(&mut image, "t", "unclean.leader.election.enable", "true");
+        let r = decide_fence_broker_with(&image, 1, false, ControllerSettings::default());
+        replay(&mut image, &r);
+        assert_eq!(part(&image, "t", 0).leader, 2);
+        let mut image = setup();
+        set_topic_config(&mut image, "t", "unclean.leader.election.enable", "false");
+        let r = decide_fence_broker_with(&image, 1, false, UNCLEAN);
+        replay(&mut image, &r);
+        assert_eq!(part(&image, "t", 0).leader, -1);
+
+        // With a live in-sync replica the election stays clean even when unclean is on.
+        let (mut image, _) = image_with_topic(&[1, 2, 3], "c", &[&[1, 2, 3]]);
+        let r = decide_fence_broker_with(&image, 1, false, UNCLEAN);
+        replay(&mut image, &r);
+        assert_eq!(part(&image, "c", 0).isr, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_returning_out_of_sync_replica_leads_an_offline_partition_only_when_unclean_is_enabled() {
+        let (mut image, id) = image_with_topic(&[1, 2], "t", &[&[1, 2]]);
+        set_isr(&mut image, id, 0, 1, &[1]);
+        // Both die; 1 was the last in sync. Then 2 comes back.
+        for b in [2, 1] {
+            let r = decide_fence_broker(&image, b, false);
+            replay(&mut image, &r);
+        }
+        let p = part(&image, "t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
+        assert_eq!(decide_unfence_broker_with(&image, 2, ControllerSettings::default()), vec![
+            MetadataRecord::BrokerUnfenced { broker_id: 2 },
+        ]);
+        let r = decide_heartbeat_with(&image, 2, UNCLEAN);
+        assert_eq!(unclean_elections(&image, &r), vec![("t".to_string(), 0, 2)]);
+        replay(&mut image, &r);
+        let p = part(&image, "t", 0);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 2));
+
+        // With the topic override instead of the broker default.
+        let (mut image, id) = image_with_topic(&[1, 2], "u", &[&[1, 2]]);
+        set_topic_config(&mut image, "u", "unclean.leader.election.enable", "true");
+        set_isr(&mut image, id, 0, 1, &[1]);
+        for b in [2, 1] {
+            let r = decide_fence_broker(&image, b, false);
+            replay(&mut image, &r);
+        }
+        let r = decide_unfence_broker(&image, 2);
+        replay(&mut image, &r);
+        assert_eq!(part(&image, "u", 0).leader, 2);
+    }
+
+    #[test]
+    fn an_image_without_producer_ids_still_reads() {
+        let image = image_with_brokers(&[1]);
+        let mut json = serde_json::to_value(&image).unwrap();
+        json.as_object_mut().unwrap().remove("next_producer_id");
+        let read: MetadataImage = serde_json::from_value(json).unwrap();
+        assert_eq!(read.next_producer_id, 0);
+    }
+
+    // ---- the Controller itself, over an in-memory log ----
+
+    /// A log that applies commits immediately, for driving [`Controller`] in tests.
+    struct MemoryLog {
+        images: tokio::sync::watch::Sender<Arc<MetadataImage>>,
+    }
+
+    impl MemoryLog {
+        fn new(image: MetadataImage) -> Arc<MemoryLog> {
+            Arc::new(MemoryLog { images: tokio::sync::watch::Sender::new(Arc::new(image)) })
+        }
+    }
+
+    impl MetadataLog for MemoryLog {
+        fn commit(&self, records: Vec<MetadataRecord>) -> crate::log::BoxFuture<'_, Result<u64, crate::MetadataError>> {
+            Box::pin(async move {
+                let mut image = MetadataImage::clone(&self.images.borrow());
+                replay(&mut image, &records);
+                let offset = image.offset;
+                self.images.send_replace(Arc::new(image));
+                Ok(offset)
+            })
+        }
+
+        fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<MetadataImage>> {
+            self.images.subscribe()
+        }
+    }
+
+    #[tokio::test]
+    async fn alter_partition_answers_with_the_final_state() {
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3]]);
+        let r = decide_fence_broker(&image, 1, false);
+        replay(&mut image, &r);
+        let r = decide_heartbeat(&image, 1);
+        replay(&mut image, &r);
+        let p = part(&image, "t", 0);
+        let log = MemoryLog::new(image);
+        let controller = Controller::new(log.clone(), DEFAULTS);
+        let request = |new_isr: Vec<i32>, leader_epoch, partition_epoch| ControllerRequest::AlterPartition {
+            broker_id: 2,
+            topic_id: id,
+            partition: 0,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        };
+        // Unchanged ISR: the current state at the current offset.
+        let offset = log.image().offset;
+        match controller.handle(request(vec![2, 3], p.leader_epoch, p.partition_epoch)).await.unwrap() {
+            ControllerResponse::PartitionChanged { offset: o, leader, isr, .. } => {
+                assert_eq!((o, leader, isr), (offset, 2, vec![2, 3]));
+            }
+            other => panic!("{other:?}"),
+        }
+        // 1 rejoins: it leads again, and the requester learns it.
+        match controller.handle(request(vec![2, 3, 1], p.leader_epoch, p.partition_epoch)).await.unwrap() {
+            ControllerResponse::PartitionChanged { offset, leader, leader_epoch, partition_epoch, isr } => {
+                assert_eq!(offset, log.image().offset);
+                assert_eq!((leader, isr.clone()), (1, vec![2, 3, 1]));
+                assert_eq!((leader_epoch, partition_epoch), (p.leader_epoch + 1, p.partition_epoch + 2));
+                let now = part(&log.image(), "t", 0);
+                assert_eq!((now.leader, now.isr, now.leader_epoch, now.partition_epoch), (leader, isr, leader_epoch, partition_epoch));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same request again is stale.
+        let stale = controller.handle(request(vec![2, 3], p.leader_epoch, p.partition_epoch)).await;
+        assert!(matches!(stale, Err(ControllerError::FencedLeaderEpoch { .. })));
+    }
+
+    #[tokio::test]
+    async fn producer_ids_never_repeat_across_controller_failover() {
+        let log = MemoryLog::new(image_with_brokers(&[1, 2]));
+        let mut seen = Vec::new();
+        for round in 0..3 {
+            // A new active controller each round, over the same committed log.
+            let controller = Controller::new(log.clone(), DEFAULTS);
+            for broker in [1, 2] {
+                match controller.handle(ControllerRequest::AllocateProducerIds { broker_id: broker }).await.unwrap() {
+                    ControllerResponse::ProducerIds { offset, first_producer_id, count } => {
+                        assert_eq!(offset, log.image().offset, "round {round}");
+                        assert_eq!(count, PRODUCER_ID_BLOCK_SIZE);
+                        seen.push(first_producer_id..first_producer_id + count);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        for pair in seen.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+        assert_eq!(seen[0].start, 0);
+        let unknown = Controller::new(log.clone(), DEFAULTS)
+            .handle(ControllerRequest::AllocateProducerIds { broker_id: 7 })
+            .await;
+        assert!(matches!(unknown, Err(ControllerError::InvalidRequest { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_fenced_once_as_the_session_timeout_would() {
+        let (image, _) = image_with_topic(&[1, 2], "t", &[&[1, 2]]);
+        let log = MemoryLog::new(image);
+        let controller = Controller::new(log.clone(), DEFAULTS);
+        let expected = decide_fence_broker(&log.image(), 1, false);
+        let mut shadow = MetadataImage::clone(&log.image());
+        replay(&mut shadow, &expected);
+
+        let start = Instant::now();
+        assert!(controller.fence_silent_brokers(start).await.unwrap().is_empty());
+        let done = controller.handle(ControllerRequest::BrokerUnreachable { broker_id: 1, reporter: 2 }).await.unwrap();
+        assert!(matches!(done, ControllerResponse::Done { offset } if offset == log.image().offset));
+        assert_eq!(MetadataImage::clone(&log.image()), shadow);
+        assert!(!controller.heartbeats.lock().contains_key(&1));
+
+        // Reported again, or unknown: nothing is committed.
+        let offset = log.image().offset;
+        for broker in [1, 9] {
+            let done = controller.handle(ControllerRequest::BrokerUnreachable { broker_id: broker, reporter: 2 }).await.unwrap();
+            assert!(matches!(done, ControllerResponse::Done { offset: o } if o == offset));
+        }
+        // The session timeout does not fence it a second time.
+        let later = start + Duration::from_secs(60);
+        assert_eq!(controller.fence_silent_brokers(later).await.unwrap(), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn elections_and_the_periodic_rebalance_through_the_controller() {
+        let (mut image, id) = image_with_topic(&[1, 2, 3], "t", &[&[1, 2, 3], &[2, 3, 1]]);
+        set_isr(&mut image, id, 0, 2, &[1, 2, 3]);
+        set_isr(&mut image, id, 1, 3, &[1, 2, 3]);
+        let log = MemoryLog::new(image);
+
+        let off = Controller::new(log.clone(), DEFAULTS).with_auto_leader_rebalance(false);
+        assert_eq!(off.run_preferred_rebalance().await.unwrap(), 0);
+        assert_eq!(part(&log.image(), "t", 0).leader, 2);
+
+        let controller = Controller::new(log.clone(), DEFAULTS)
+            .with_unclean_leader_election(false)
+            .with_auto_leader_rebalance(true);
+        assert_eq!(controller.settings(), ControllerSettings::default());
+        match controller
+            .handle(ControllerRequest::ElectLeaders { election: ElectionType::Preferred, partitions: Some(vec![("t".into(), 0)]) })
+            .await
+            .unwrap()
+        {
+            ControllerResponse::LeadersElected { offset, results } => {
+                assert_eq!(offset, log.image().offset);
+                assert_eq!(results, vec![("t".to_string(), 0, Ok(()))]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(part(&log.image(), "t", 0).leader, 1);
+        assert_eq!(controller.run_preferred_rebalance().await.unwrap(), 1);
+        assert_eq!(part(&log.image(), "t", 1).leader, 2);
+        assert_eq!(controller.run_preferred_rebalance().await.unwrap(), 0);
     }
 }

@@ -27,6 +27,22 @@ pub enum ControllerError {
     InvalidRequest { reason: String },
     #[error("broker {broker_id}'s data belongs to cluster {stored} but this quorum's cluster id is {cluster}; refusing to register it")]
     InconsistentClusterId { broker_id: i32, stored: String, cluster: String },
+    #[error("unknown topic or partition {topic}-{partition}")]
+    UnknownTopicOrPartition { topic: String, partition: i32 },
+    #[error("broker {broker_id} is not the leader of {topic}-{partition} (the leader is {leader})")]
+    NotLeaderOrFollower { topic: String, partition: i32, broker_id: i32, leader: i32 },
+    #[error("fenced leader epoch: the current leader epoch is {current}, the request has {got}")]
+    FencedLeaderEpoch { current: i32, got: i32 },
+    #[error("stale partition state: the current partition epoch is {current}, the request has {got}")]
+    InvalidUpdateVersion { current: i32, got: i32 },
+    #[error("broker {broker_id} cannot join the ISR: it is not registered, fenced or shut down")]
+    IneligibleReplica { broker_id: i32 },
+    #[error("no election needed for {topic}-{partition}: broker {leader} already leads it")]
+    ElectionNotNeeded { topic: String, partition: i32, leader: i32 },
+    #[error("the preferred leader {preferred} of {topic}-{partition} is not alive or not in the ISR")]
+    PreferredLeaderNotAvailable { topic: String, partition: i32, preferred: i32 },
+    #[error("no replica of {topic}-{partition} is alive to become leader")]
+    EligibleLeadersNotAvailable { topic: String, partition: i32 },
     #[error("metadata log failure: {0}")]
     Log(#[from] MetadataError),
 }

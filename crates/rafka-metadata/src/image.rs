@@ -62,6 +62,9 @@ pub struct MetadataImage {
     pub shut_down: BTreeSet<i32>,
     pub topics: BTreeMap<Uuid, TopicImage>,
     pub topic_ids_by_name: BTreeMap<String, Uuid>,
+    /// The first producer id not handed out yet (idempotent producers).
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -73,6 +76,14 @@ impl MetadataImage {
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
         self.topics.get(id)
+    }
+
+    /// Whether `broker` is registered, unfenced and not shut down: it may lead or join
+    /// an ISR.
+    pub fn is_alive(&self, broker: i32) -> bool {
+        self.brokers.contains_key(&broker)
+            && !self.fenced.contains(&broker)
+            && !self.shut_down.contains(&broker)
     }
 
     /// Registered, unfenced brokers in id order.
@@ -185,6 +196,10 @@ impl MetadataImage {
                         }
                     }
                 }
+            }
+            MetadataRecord::ProducerIds { next_producer_id, .. } => {
+                // Never moves back, so an id is never handed out twice.
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
             MetadataRecord::RemoveTopic { topic_id } => {
                 if let Some(topic) = self.topics.remove(topic_id) {

@@ -86,6 +86,13 @@ pub enum MetadataRecord {
         leader_epoch: i32,
         partition_epoch: i32,
     },
+    /// A block of producer ids handed to `broker_id` (KRaft's `ProducerIdsRecord`):
+    /// `next_producer_id` is the first id not handed out yet, so the block is committed
+    /// before a broker uses it and no id is handed out twice, even across failover.
+    ProducerIds {
+        broker_id: i32,
+        next_producer_id: i64,
+    },
 }
 
 /// Convenience for building a topic's override map in tests and controllers.

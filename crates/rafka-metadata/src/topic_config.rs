@@ -97,6 +97,31 @@ fn validate_timestamp_type(v: &str) -> Result<String, String> {
     }
 }
 
+fn validate_boolean(v: &str) -> Result<String, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        b @ ("true" | "false") => Ok(b.to_string()),
+        _ => Err("must be true or false".to_string()),
+    }
+}
+
+/// The topic key (and broker synonym) that lets a partition with no live in-sync
+/// replica elect an out-of-sync one, accepting data loss to become available again.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
+/// Whether unclean leader election is enabled for a topic with `overrides`: its own
+/// override when it has one, else `broker_default` (the broker's
+/// `unclean.leader.election.enable`). Overrides are validated when written, so an
+/// unreadable one can only come from an old log; it counts as `false`, the safe value.
+pub fn unclean_leader_election_enabled(
+    overrides: &BTreeMap<String, String>,
+    broker_default: bool,
+) -> bool {
+    match overrides.get(UNCLEAN_LEADER_ELECTION_ENABLE) {
+        Some(v) => validate_boolean(v).is_ok_and(|v| v == "true"),
+        None => broker_default,
+    }
+}
+
 /// Every topic configuration key Rafka supports, sorted by name.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
@@ -162,6 +187,14 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kafka_default: "604800000",
         documentation: "Age at which a partition rolls to a new segment file even if it is not full.",
         validate: validate_segment_ms,
+    },
+    TopicConfigDef {
+        name: UNCLEAN_LEADER_ELECTION_ENABLE,
+        broker_synonym: UNCLEAN_LEADER_ELECTION_ENABLE,
+        config_type: ConfigType::Boolean,
+        kafka_default: "false",
+        documentation: "Whether a partition with no live in-sync replica may elect an out-of-sync one as leader, losing the records it lacks, to become available again.",
+        validate: validate_boolean,
     },
 ];
 
@@ -256,6 +289,37 @@ mod tests {
         assert!(validate_topic_config("segment.bytes", "99999999999").is_err());
         assert!(validate_topic_config("cleanup.policy", "compact").is_err());
         assert!(validate_topic_config("no.such.key", "1").is_err());
+    }
+
+    #[test]
+    fn unclean_leader_election_is_a_boolean_defaulting_to_false() {
+        assert_eq!(validate_topic_config(UNCLEAN_LEADER_ELECTION_ENABLE, " TRUE ").unwrap(), "true");
+        assert_eq!(validate_topic_config(UNCLEAN_LEADER_ELECTION_ENABLE, "false").unwrap(), "false");
+        let err = validate_topic_config(UNCLEAN_LEADER_ELECTION_ENABLE, "yes").unwrap_err();
+        assert!(err.to_string().contains(UNCLEAN_LEADER_ELECTION_ENABLE));
+        let def = topic_config_def(UNCLEAN_LEADER_ELECTION_ENABLE).unwrap();
+        assert_eq!((def.config_type, def.kafka_default), (ConfigType::Boolean, "false"));
+        let defaults = TopicDefaults::from_broker(|_| None);
+        assert_eq!(
+            defaults.effective(UNCLEAN_LEADER_ELECTION_ENABLE, &BTreeMap::new()),
+            Some(("false".to_string(), ConfigSource::Default))
+        );
+
+        let mut overrides = BTreeMap::new();
+        assert!(!unclean_leader_election_enabled(&overrides, false));
+        assert!(unclean_leader_election_enabled(&overrides, true));
+        overrides.insert(UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), "false".to_string());
+        assert!(!unclean_leader_election_enabled(&overrides, true));
+        overrides.insert(UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), "true".to_string());
+        assert!(unclean_leader_election_enabled(&overrides, false));
+    }
+
+    #[test]
+    fn keys_are_sorted_by_name() {
+        let names: Vec<_> = TOPIC_CONFIGS.iter().map(|d| d.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
     }
 
     #[test]
