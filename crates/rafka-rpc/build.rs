@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = proto_dir.join("rafka.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let descriptors = protox::compile([&file], [&proto_dir])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        .bytes(".rafka.v1.PartitionData.records")
+        .compile_fds(descriptors)?;
     Ok(())
 }

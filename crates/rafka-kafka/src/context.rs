@@ -58,6 +58,8 @@ pub struct BrokerContext {
     pub replicas: Arc<ReplicaManager>,
     pub limits: BrokerLimits,
     pub broker_configs: Vec<ConfigEntry>,
+    /// Hands out producer ids for InitProducerId.
+    pub producer_ids: crate::handlers::producer_ids::ProducerIdAllocator,
 }
 
 impl std::fmt::Debug for BrokerContext {

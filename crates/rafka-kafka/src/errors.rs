@@ -51,6 +51,14 @@ impl From<&ControllerError> for KafkaError {
             ControllerError::InvalidConfig { .. } => ResponseError::InvalidConfig,
             ControllerError::InvalidRequest { .. } => ResponseError::InvalidRequest,
             ControllerError::InconsistentClusterId { .. } => ResponseError::InconsistentClusterId,
+            ControllerError::UnknownTopicOrPartition { .. } => ResponseError::UnknownTopicOrPartition,
+            ControllerError::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
+            ControllerError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            ControllerError::InvalidUpdateVersion { .. } => ResponseError::InvalidUpdateVersion,
+            ControllerError::IneligibleReplica { .. } => ResponseError::IneligibleReplica,
+            ControllerError::ElectionNotNeeded { .. } => ResponseError::ElectionNotNeeded,
+            ControllerError::PreferredLeaderNotAvailable { .. } => ResponseError::PreferredLeaderNotAvailable,
+            ControllerError::EligibleLeadersNotAvailable { .. } => ResponseError::EligibleLeadersNotAvailable,
             ControllerError::Log(MetadataError::NotController | MetadataError::Unavailable(_)) => ResponseError::NotController,
             ControllerError::Log(_) => ResponseError::UnknownServerError,
         };
@@ -74,6 +82,8 @@ impl From<&StorageError> for KafkaError {
                 ResponseError::KafkaStorageError
             }
             StorageError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             StorageError::Closed { .. } => ResponseError::NotLeaderOrFollower,
             StorageError::UnexpectedAppendOffset { .. } | StorageError::InvalidArgument(_) => {
                 ResponseError::UnknownServerError

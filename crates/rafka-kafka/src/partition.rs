@@ -1,21 +1,32 @@
 //! One hosted partition: its log plus the replica state the metadata image gives it.
 //!
 //! The partition owns the high watermark (HW): the offset below which records are
-//! committed and visible to consumers. HW = the smallest log end offset over the ISR;
-//! while this broker is the only ISR member that is its own log end offset. Waiters
-//! (acks=all produces, long-poll fetches) watch the HW.
+//! committed and visible to consumers. As leader, HW = the smallest log end offset
+//! (LEO) over the ISR, where a follower's LEO is the offset of its latest fetch; it
+//! only moves forward, and not at all while the ISR is smaller than
+//! `min.insync.replicas` (Kafka 4.0). A member being added to the ISR counts before the
+//! controller has committed it (Kafka's "maximal ISR"), so a replica that becomes
+//! in-sync can never be elected with less than the HW. As follower, HW = min(the
+//! leader's HW, own LEO). Waiters (acks=all produces, long-poll fetches) watch the HW.
+//!
+//! The leader also tracks, per follower, when it was last caught up: a follower that
+//! has not been caught up for `replica.lag.time.max.ms` is proposed for removal from
+//! the ISR, and one that reaches the HW is proposed for addition (both go to the
+//! controller as AlterPartition; one proposal in flight at a time).
 //!
 //! The log sits behind an `RwLock<Option<_>>` so topic deletion can take it away from
 //! under in-flight requests: they then see the partition as gone rather than writing
 //! into a deleted directory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use kafka_protocol::ResponseError;
-use parking_lot::{RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rafka_storage::{AppendInfo, LogConfig, PartitionLog, StorageError};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use crate::errors::KafkaError;
@@ -32,6 +43,51 @@ pub struct ReplicaState {
     pub min_insync_replicas: usize,
 }
 
+/// What the leader knows about one follower.
+#[derive(Debug, Clone, Copy)]
+struct FollowerProgress {
+    /// The follower's log end offset as of its latest fetch (-1 until it fetches from
+    /// this leader in this epoch).
+    log_end_offset: i64,
+    /// Last time (ms) the follower was known to hold everything the leader had.
+    last_caught_up_ms: i64,
+    last_fetch_ms: i64,
+    /// The leader's log end offset when the follower last fetched.
+    leader_end_offset_at_last_fetch: i64,
+}
+
+/// An AlterPartition this leader sent and the image has not reflected yet.
+#[derive(Debug, Clone)]
+struct PendingIsrChange {
+    isr: Vec<i32>,
+    /// The partition epoch the request was based on.
+    partition_epoch: i32,
+}
+
+/// Leader-only bookkeeping, reset at every leadership change.
+#[derive(Debug, Default)]
+struct LeaderBook {
+    followers: HashMap<i32, FollowerProgress>,
+    pending: Option<PendingIsrChange>,
+}
+
+/// An ISR change this leader wants the controller to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<i32>,
+}
+
+/// Outcome of checking a follower's fetch position against this leader's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowerPosition {
+    /// The follower's log matches ours up to its fetch offset.
+    Consistent,
+    /// The follower's log diverges: it must truncate to at most `end_offset` (KIP-320).
+    Diverging { epoch: i32, end_offset: i64 },
+}
+
 /// A partition replica hosted by this broker.
 pub struct Partition {
     pub topic: String,
@@ -42,6 +98,12 @@ pub struct Partition {
     log: RwLock<Option<PartitionLog>>,
     state: RwLock<ReplicaState>,
     high_watermark: watch::Sender<i64>,
+    /// Bumped on every change of leader, epoch or ISR, so waiters can re-check.
+    state_version: watch::Sender<u64>,
+    leader_book: Mutex<LeaderBook>,
+    /// Shared with every partition of the broker: woken when a log grows or a high
+    /// watermark moves, so replication sessions waiting for data can answer.
+    activity: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -81,6 +143,7 @@ impl Partition {
         node_id: i32,
         config: LogConfig,
         state: ReplicaState,
+        activity: Arc<Notify>,
     ) -> Result<Partition, StorageError> {
         write_partition_metadata(&dir, topic_id)?;
         let log = PartitionLog::open(dir.clone(), config)?;
@@ -92,13 +155,19 @@ impl Partition {
             node_id,
             dir,
             log: RwLock::new(Some(log)),
-            state: RwLock::new(state),
+            state: RwLock::new(ReplicaState { leader: -1, ..state.clone() }),
             high_watermark,
+            state_version: watch::channel(0).0,
+            leader_book: Mutex::new(LeaderBook::default()),
+            activity,
         };
-        let state = partition.state();
-        partition.record_leader_epoch(&state)?;
-        partition.maybe_advance_high_watermark();
+        partition.set_state(state)?;
         Ok(partition)
+    }
+
+    /// This broker's id.
+    pub fn node_id(&self) -> i32 {
+        self.node_id
     }
 
     pub fn dir(&self) -> &Path {
@@ -118,11 +187,47 @@ impl Partition {
         self.state.read().clone()
     }
 
+    /// Applies what the metadata image says now. Becoming leader (or a new leader
+    /// epoch) starts the follower bookkeeping afresh: in-sync followers count as caught
+    /// up from now, and every follower's LEO is unknown until it fetches.
     pub fn set_state(&self, state: ReplicaState) -> Result<(), StorageError> {
         self.record_leader_epoch(&state)?;
-        *self.state.write() = state;
+        let previous = std::mem::replace(&mut *self.state.write(), state.clone());
+        {
+            let mut book = self.leader_book.lock();
+            let new_term = previous.leader != state.leader || previous.leader_epoch != state.leader_epoch;
+            if state.leader != self.node_id {
+                *book = LeaderBook::default();
+            } else if new_term {
+                let now = crate::handlers::now_ms();
+                book.pending = None;
+                book.followers = state
+                    .replicas
+                    .iter()
+                    .filter(|r| **r != self.node_id)
+                    .map(|r| {
+                        (*r, FollowerProgress {
+                            log_end_offset: -1,
+                            last_caught_up_ms: if state.isr.contains(r) { now } else { 0 },
+                            last_fetch_ms: 0,
+                            leader_end_offset_at_last_fetch: -1,
+                        })
+                    })
+                    .collect();
+            } else if book.pending.as_ref().is_some_and(|p| p.partition_epoch < state.partition_epoch) {
+                book.pending = None;
+            }
+        }
+        if previous != state {
+            self.state_version.send_modify(|v| *v += 1);
+        }
         self.maybe_advance_high_watermark();
         Ok(())
+    }
+
+    /// Notified whenever leader, epochs or ISR change.
+    pub fn watch_state(&self) -> watch::Receiver<u64> {
+        self.state_version.subscribe()
     }
 
     /// On becoming leader in an epoch, the epoch starts at the current log end (KIP-101),
@@ -183,32 +288,179 @@ impl Partition {
             return Err(ResponseError::NotEnoughReplicas.into());
         }
         let info = self.log()?.append(records, leader_epoch, now_ms)?;
-        self.maybe_advance_high_watermark();
+        if !self.maybe_advance_high_watermark() {
+            self.activity.notify_waiters();
+        }
         Ok(info)
     }
 
-    /// Recomputes the HW. Only this broker's log end offset is known here, so the HW
-    /// advances only while this broker is the sole ISR member; follower progress is
-    /// reported by the replication layer.
-    pub fn maybe_advance_high_watermark(&self) {
-        let sole_member = {
-            let state = self.state.read();
-            state.leader == self.node_id && state.isr == [self.node_id]
-        };
-        if !sole_member {
-            return;
+    /// Recomputes the HW as leader: the smallest LEO over the maximal ISR (the
+    /// committed ISR plus members of a pending addition), never backwards, and not at
+    /// all while the committed ISR is below `min.insync.replicas`. Returns whether it moved.
+    pub fn maybe_advance_high_watermark(&self) -> bool {
+        let state = self.state.read();
+        if state.leader != self.node_id || state.isr.len() < state.min_insync_replicas {
+            return false;
         }
+        let Ok(log) = self.log() else { return false };
+        let mut candidate = log.log_end_offset();
+        drop(log);
+        {
+            let book = self.leader_book.lock();
+            let pending = book.pending.as_ref().map(|p| p.isr.as_slice()).unwrap_or(&[]);
+            for member in state.isr.iter().chain(pending.iter()) {
+                if *member == self.node_id {
+                    continue;
+                }
+                match book.followers.get(member) {
+                    Some(f) => candidate = candidate.min(f.log_end_offset),
+                    None => return false,
+                }
+            }
+        }
+        drop(state);
+        let moved = self.high_watermark.send_if_modified(|hw| {
+            if candidate > *hw {
+                *hw = candidate;
+                true
+            } else {
+                false
+            }
+        });
+        if moved {
+            self.activity.notify_waiters();
+        }
+        moved
+    }
+
+    /// As follower: HW = min(the leader's HW, own LEO), never backwards except after a
+    /// truncation below it.
+    pub fn update_follower_high_watermark(&self, leader_high_watermark: i64) {
         let Ok(log) = self.log() else { return };
         let leo = log.log_end_offset();
         drop(log);
         self.high_watermark.send_if_modified(|hw| {
-            if leo > *hw {
+            let next = (*hw).max(leader_high_watermark).min(leo);
+            let moved = next != *hw;
+            *hw = next;
+            moved
+        });
+    }
+
+    /// Checks a follower's fetch position (its LEO and the epoch of its last batch)
+    /// against this leader's epoch history (KIP-320).
+    pub fn check_follower_position(&self, fetch_offset: i64, last_fetched_epoch: i32) -> Result<FollowerPosition, KafkaError> {
+        if last_fetched_epoch < 0 {
+            return Ok(FollowerPosition::Consistent);
+        }
+        let log = self.log()?;
+        let (epoch, end_offset) = log.end_offset_for_epoch(last_fetched_epoch);
+        if epoch < 0 {
+            // We know no epoch that old or our history starts later: nothing to compare.
+            return Ok(FollowerPosition::Consistent);
+        }
+        if epoch != last_fetched_epoch || end_offset < fetch_offset {
+            return Ok(FollowerPosition::Diverging { epoch, end_offset });
+        }
+        Ok(FollowerPosition::Consistent)
+    }
+
+    /// Records a follower's fetch at `fetch_offset` (its LEO) and advances the HW.
+    /// Returns an ISR expansion to propose when the follower, outside the ISR, has
+    /// caught up to the HW and to the start of the current leader epoch.
+    pub fn record_follower_fetch(&self, replica: i32, fetch_offset: i64, now_ms: i64) -> Option<IsrProposal> {
+        let (leader_epoch, partition_epoch, isr) = {
+            let state = self.state.read();
+            if state.leader != self.node_id {
+                return None;
+            }
+            (state.leader_epoch, state.partition_epoch, state.isr.clone())
+        };
+        let (leader_end_offset, epoch_start) = match self.log() {
+            Ok(log) => (log.log_end_offset(), log.end_offset_for_epoch(leader_epoch - 1).1),
+            Err(_) => return None,
+        };
+        {
+            let mut book = self.leader_book.lock();
+            let Some(progress) = book.followers.get_mut(&replica) else { return None };
+            if fetch_offset >= leader_end_offset {
+                progress.last_caught_up_ms = now_ms;
+            } else if fetch_offset >= progress.leader_end_offset_at_last_fetch && progress.last_fetch_ms > 0 {
+                progress.last_caught_up_ms = progress.last_caught_up_ms.max(progress.last_fetch_ms);
+            }
+            progress.log_end_offset = fetch_offset;
+            progress.last_fetch_ms = now_ms;
+            progress.leader_end_offset_at_last_fetch = leader_end_offset;
+        }
+        self.maybe_advance_high_watermark();
+        let hw = self.high_watermark();
+        let mut book = self.leader_book.lock();
+        if isr.contains(&replica) || book.pending.is_some() || fetch_offset < hw || fetch_offset < epoch_start {
+            return None;
+        }
+        let mut new_isr = isr;
+        new_isr.push(replica);
+        book.pending = Some(PendingIsrChange { isr: new_isr.clone(), partition_epoch });
+        Some(IsrProposal { leader_epoch, partition_epoch, new_isr })
+    }
+
+    /// As leader: the ISR without the followers not caught up for `max_lag_ms`, if any
+    /// (and no other change is pending).
+    pub fn propose_isr_shrink(&self, now_ms: i64, max_lag_ms: i64) -> Option<IsrProposal> {
+        let state = self.state.read();
+        if state.leader != self.node_id {
+            return None;
+        }
+        let mut book = self.leader_book.lock();
+        if book.pending.is_some() {
+            return None;
+        }
+        let lagging: Vec<i32> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| *r != self.node_id)
+            .filter(|r| book.followers.get(r).is_none_or(|f| now_ms - f.last_caught_up_ms > max_lag_ms))
+            .collect();
+        if lagging.is_empty() {
+            return None;
+        }
+        let new_isr: Vec<i32> = state.isr.iter().copied().filter(|r| !lagging.contains(r)).collect();
+        book.pending = Some(PendingIsrChange { isr: new_isr.clone(), partition_epoch: state.partition_epoch });
+        Some(IsrProposal { leader_epoch: state.leader_epoch, partition_epoch: state.partition_epoch, new_isr })
+    }
+
+    /// A proposal got its answer (and, if accepted, this broker's image has it): forget
+    /// it so the next fetch or check can propose again.
+    pub fn isr_change_done(&self, proposal: &IsrProposal) {
+        let mut book = self.leader_book.lock();
+        if book.pending.as_ref().is_some_and(|p| p.isr == proposal.new_isr && p.partition_epoch == proposal.partition_epoch) {
+            book.pending = None;
+        }
+    }
+
+    /// Appends batches fetched from the leader, unchanged.
+    pub fn append_as_follower(&self, records: bytes::Bytes) -> Result<(), KafkaError> {
+        self.log()?.append_replicated(records)?;
+        Ok(())
+    }
+
+    /// Truncates a follower's log to `offset` (divergence or out of range), keeping the
+    /// HW within the log.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), KafkaError> {
+        let log = self.log()?;
+        log.truncate_to(offset)?;
+        let leo = log.log_end_offset();
+        drop(log);
+        self.high_watermark.send_if_modified(|hw| {
+            if *hw > leo {
                 *hw = leo;
                 true
             } else {
                 false
             }
         });
+        Ok(())
     }
 
     /// Flushes the log and checkpoints the high watermark.

@@ -17,7 +17,7 @@ use parking_lot::RwLock;
 use rafka_metadata::topic_config::TopicDefaults;
 use rafka_metadata::{MetadataImage, TopicImage};
 use rafka_storage::{LogConfig, StorageError, TimestampType};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -38,6 +38,8 @@ pub struct ReplicaManager {
     /// Partition directories found on disk at start-up, not yet claimed by the image.
     unclaimed_dirs: parking_lot::Mutex<Option<HashMap<TopicPartition, PathBuf>>>,
     applied: watch::Sender<u64>,
+    /// Woken when any hosted log grows or any high watermark moves.
+    activity: Arc<Notify>,
 }
 
 impl std::fmt::Debug for ReplicaManager {
@@ -117,6 +119,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             unclaimed_dirs: parking_lot::Mutex::new(Some(found)),
             applied,
+            activity: Arc::new(Notify::new()),
         })
     }
 
@@ -133,6 +136,12 @@ impl ReplicaManager {
             .read()
             .get(&(topic.to_string(), partition))
             .cloned()
+    }
+
+    /// Woken when any hosted log grows or any high watermark moves (create the
+    /// `notified()` future before checking, then await it).
+    pub fn activity(&self) -> &Arc<Notify> {
+        &self.activity
     }
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
@@ -280,7 +289,7 @@ impl ReplicaManager {
         state: ReplicaState,
     ) -> Result<Partition, StorageError> {
         let config = log_config_for(&self.defaults, &topic.configs);
-        Partition::open(dir, &tp.0, topic_id, tp.1, self.node_id, config, state)
+        Partition::open(dir, &tp.0, topic_id, tp.1, self.node_id, config, state, self.activity.clone())
     }
 
     /// Time and size retention plus time-based rolling, for every partition.

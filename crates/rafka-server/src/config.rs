@@ -71,7 +71,10 @@ const KNOWN_KEYS: &[KeyDef] = &[
     key("inter.broker.listener.name", None),
     key("metadata.log.dir", None),
     key("broker.heartbeat.interval.ms", Some("500")),
-    key("broker.session.timeout.ms", Some("9000")),
+    key("broker.session.timeout.ms", Some("3000")),
+    key("replica.lag.time.max.ms", Some("30000")),
+    key("replica.fetch.wait.max.ms", Some("500")),
+    key("replica.fetch.response.max.bytes", Some("10485760")),
     key("listeners", Some("PLAINTEXT://localhost:9092")),
     key("advertised.listeners", None),
     key(
@@ -98,6 +101,9 @@ const KNOWN_KEYS: &[KeyDef] = &[
     key("log.cleanup.policy", Some("delete")),
     key("log.message.timestamp.type", Some("CreateTime")),
     key("min.insync.replicas", Some("1")),
+    key("unclean.leader.election.enable", Some("false")),
+    key("auto.leader.rebalance.enable", Some("true")),
+    key("leader.imbalance.check.interval.seconds", Some("300")),
     key("cluster.id", None),
     key("broker.rack", None),
 ];
@@ -226,6 +232,17 @@ pub struct BrokerConfig {
     pub metadata_log_dir: PathBuf,
     pub broker_heartbeat_interval_ms: u64,
     pub broker_session_timeout_ms: u64,
+    /// A follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// How long a leader holds a follower's fetch when it has no new data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// Upper bound on one replication fetch response.
+    pub replica_fetch_response_max_bytes: usize,
+    /// Elect an out-of-sync replica when no in-sync one is left (may lose data).
+    pub unclean_leader_election_enable: bool,
+    /// Give partitions back to their preferred (first) replica once it is in sync.
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_seconds: u64,
     /// Kafka client listeners.
     pub listeners: Vec<Listener>,
     pub log_dirs: Vec<PathBuf>,
@@ -501,6 +518,7 @@ impl BrokerConfig {
         topic_default("max.message.bytes", "message.max.bytes", r.string("message.max.bytes"))?;
         topic_default("min.insync.replicas", "min.insync.replicas", r.string("min.insync.replicas"))?;
         topic_default("cleanup.policy", "log.cleanup.policy", r.string("log.cleanup.policy"))?;
+        topic_default("unclean.leader.election.enable", "unclean.leader.election.enable", r.string("unclean.leader.election.enable"))?;
         topic_default("message.timestamp.type", "log.message.timestamp.type", r.string("log.message.timestamp.type"))?;
 
         Ok(BrokerConfig {
@@ -511,6 +529,12 @@ impl BrokerConfig {
             metadata_log_dir,
             broker_heartbeat_interval_ms,
             broker_session_timeout_ms,
+            unclean_leader_election_enable: r.boolean("unclean.leader.election.enable")?,
+            auto_leader_rebalance_enable: r.boolean("auto.leader.rebalance.enable")?,
+            leader_imbalance_check_interval_seconds: r.long("leader.imbalance.check.interval.seconds", 1, 86_400 * 365)? as u64,
+            replica_lag_time_max_ms: r.long("replica.lag.time.max.ms", 10, i64::from(i32::MAX))? as u64,
+            replica_fetch_wait_max_ms: r.long("replica.fetch.wait.max.ms", 0, 60_000)? as u64,
+            replica_fetch_response_max_bytes: r.long("replica.fetch.response.max.bytes", 1024, i64::from(i32::MAX))? as usize,
             listeners,
             log_dirs,
             num_partitions: r.long("num.partitions", 1, 100_000)? as i32,

@@ -23,7 +23,11 @@ use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use rafka_kafka::{BrokerContext, BrokerLimits, ConnectionTracker, ReplicaManager};
-use rafka_metadata::controller::{ControllerRequest, ControllerResponse, TopicCreationDefaults};
+use rafka_metadata::controller::{ControllerApi, ControllerRequest, ControllerResponse, TopicCreationDefaults};
+use rafka_replication::follower::Fetchers;
+use rafka_replication::isr::IsrChanges;
+use rafka_replication::leader::LeaderService;
+use rafka_replication::{ReplicationSettings, SuspectReporter};
 use rafka_metadata::records::{BrokerEndpoint, BrokerRegistration};
 use rafka_metadata::{Controller, ControllerError, MetadataLog};
 use rafka_raft::{LogStore, NodeId, Raft, RaftMetadataLog, RaftStorageError, StateMachine};
@@ -115,6 +119,7 @@ pub struct Node {
     node_id: i32,
     addresses: Vec<(String, SocketAddr)>,
     replicas: Arc<ReplicaManager>,
+    fetchers: Arc<Fetchers>,
     quorum: Arc<Quorum>,
     stop: watch::Sender<bool>,
     /// Heartbeats stop before the controlled-shutdown request, not after it.
@@ -221,7 +226,9 @@ impl Node {
                     replication_factor: config.default_replication_factor,
                 },
             )
-            .with_session_timeout(Duration::from_millis(config.broker_session_timeout_ms)),
+            .with_session_timeout(Duration::from_millis(config.broker_session_timeout_ms))
+            .with_unclean_leader_election(config.unclean_leader_election_enable)
+            .with_auto_leader_rebalance(config.auto_leader_rebalance_enable),
         );
         let quorum = Arc::new(Quorum::new(
             node_id,
@@ -230,6 +237,26 @@ impl Node {
             config.inter_broker_listener.as_ref().map(|l| l.name.clone()),
             config.quorum_voters.iter().map(|(id, addr)| (*id as NodeId, addr.clone())).collect(),
         ));
+
+        // Hosted partitions are opened once the first image says which they are; the
+        // replication service is served from the start and refuses until then.
+        let replicas = Arc::new(
+            ReplicaManager::new(node_id, config.log_dirs.clone(), config.topic_defaults()).map_err(|e| NodeError::Dir {
+                path: config.log_dirs[0].display().to_string(),
+                message: e.to_string(),
+            })?,
+        );
+        let controller_api: Arc<dyn ControllerApi> = quorum.clone();
+        let suspects = SuspectReporter::new(node_id, controller_api.clone());
+        let isr_changes = IsrChanges::new(node_id, controller_api.clone(), replicas.clone());
+        let replication_settings = ReplicationSettings {
+            node_id,
+            inter_broker_listener: config.inter_broker_listener.as_ref().map(|l| l.name.clone()).unwrap_or_default(),
+            fetch_max_wait: Duration::from_millis(config.replica_fetch_wait_max_ms),
+            fetch_response_max_bytes: config.replica_fetch_response_max_bytes,
+            replica_lag_time_max: Duration::from_millis(config.replica_lag_time_max_ms),
+        };
+        let fetchers = Arc::new(Fetchers::new(replication_settings.clone(), replicas.clone(), suspects.clone()));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -246,7 +273,13 @@ impl Node {
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(rafka_rpc::raft_service_server::RaftServiceServer::new(RaftGrpcService::new(raft.clone())).max_decoding_message_size(64 << 20))
-                .add_service(rafka_rpc::controller_service_server::ControllerServiceServer::new(ControllerGrpcService::new(quorum.clone())));
+                .add_service(rafka_rpc::controller_service_server::ControllerServiceServer::new(ControllerGrpcService::new(quorum.clone())))
+                .add_service(rafka_rpc::replication_service_server::ReplicationServiceServer::new(LeaderService::new(
+                    replicas.clone(),
+                    metadata.clone(),
+                    isr_changes.clone(),
+                    suspects.clone(),
+                )));
             let mut stop = stop_rx.clone();
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(socket);
             tasks.spawn(
@@ -273,15 +306,19 @@ impl Node {
             }
         }
 
-        // Leader duties: fence brokers whose heartbeats stop.
+        // Leader duties: fence brokers whose heartbeats stop; give partitions back to
+        // their preferred replicas (`auto.leader.rebalance.enable`).
         {
             let quorum = quorum.clone();
             let mut stop = stop_rx.clone();
             let period = Duration::from_millis((config.broker_heartbeat_interval_ms / 2).max(50));
+            let rebalance_interval_s = config.leader_imbalance_check_interval_seconds;
             tasks.spawn(
                 async move {
                     let mut was_leader = false;
                     let mut ticker = tokio::time::interval(period);
+                    let rebalance_every = Duration::from_secs(rebalance_interval_s);
+                    let mut last_rebalance = Instant::now();
                     loop {
                         tokio::select! {
                             _ = rafka_kafka::server::until_shutdown(&mut stop) => break,
@@ -296,6 +333,14 @@ impl Node {
                         if leader {
                             if let Err(e) = quorum.controller().fence_silent_brokers(Instant::now()).await {
                                 warn!(error = %e, "fencing check failed");
+                            }
+                            if last_rebalance.elapsed() >= rebalance_every {
+                                last_rebalance = Instant::now();
+                                match quorum.controller().run_preferred_rebalance().await {
+                                    Ok(0) => {}
+                                    Ok(n) => info!(partitions = n, "moved leadership back to preferred replicas"),
+                                    Err(e) => warn!(error = %e, "preferred leader rebalance failed"),
+                                }
                             }
                         }
                     }
@@ -365,16 +410,12 @@ impl Node {
         let mut images = images;
         let _ = images.wait_for(|image| image.offset >= registered_at).await;
 
-        let replicas = Arc::new(
-            ReplicaManager::new(node_id, config.log_dirs.clone(), config.topic_defaults()).map_err(|e| NodeError::Dir {
-                path: config.log_dirs[0].display().to_string(),
-                message: e.to_string(),
-            })?,
-        );
         let first_image = images.borrow_and_update().clone();
         tokio::task::block_in_place(|| replicas.apply_image(&first_image));
+        fetchers.reconcile(&first_image);
         {
             let replicas = replicas.clone();
+            let fetchers = fetchers.clone();
             let mut stop = stop_rx.clone();
             tasks.spawn(
                 async move {
@@ -385,6 +426,7 @@ impl Node {
                                 if changed.is_err() { break; }
                                 let image = images.borrow_and_update().clone();
                                 tokio::task::block_in_place(|| replicas.apply_image(&image));
+                                fetchers.reconcile(&image);
                             }
                         }
                     }
@@ -415,6 +457,7 @@ impl Node {
                 .in_current_span(),
             )
         };
+        tasks.spawn(isr_changes.clone().run_shrink_checks(replication_settings.replica_lag_time_max, stop_rx.clone()).in_current_span());
         spawn_periodic(&mut tasks, &stop_rx, config.log_retention_check_interval_ms, {
             let replicas = replicas.clone();
             move || replicas.enforce_retention(now_ms())
@@ -443,6 +486,7 @@ impl Node {
                 metadata_apply_timeout_ms: 30_000,
             },
             broker_configs: config.effective(),
+            producer_ids: rafka_kafka::handlers::producer_ids::ProducerIdAllocator::new(),
         });
         let tracker = ConnectionTracker::new(config.max_connections);
         let mut listeners = JoinSet::new();
@@ -469,6 +513,7 @@ impl Node {
             node_id,
             addresses,
             replicas,
+            fetchers,
             quorum,
             stop: stop_tx,
             heartbeats,
@@ -503,6 +548,7 @@ impl Node {
                 info!(remaining = self.tasks.len(), "aborting background tasks still busy after the grace period");
                 self.tasks.shutdown().await;
             }
+            self.fetchers.stop_all();
             if let Err(e) = self.quorum.raft().shutdown().await {
                 warn!(error = %e, "raft shutdown failed");
             }

@@ -22,6 +22,9 @@ use rafka_rpc::{ControllerCommand, ControllerReply};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
+/// How long a connection probe of a reported broker may take before it counts as gone.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
 /// How long a forwarded command keeps retrying through elections before giving up.
 pub const DEFAULT_SUBMIT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -127,6 +130,12 @@ impl Quorum {
         if matches!(request, ControllerRequest::DescribeQuorum) {
             return Ok(ControllerResponse::Quorum(self.quorum_state()));
         }
+        if let ControllerRequest::BrokerUnreachable { broker_id, reporter } = &request {
+            if self.probe_reachable(*broker_id).await {
+                debug!(broker = broker_id, reporter, "reported broker answers a connection probe; not fencing it");
+                return Ok(ControllerResponse::Done { offset: self.controller.log().image().offset });
+            }
+        }
         let reply = self.controller.handle(request).await?;
         if let Some((id, addr)) = learner {
             let known = {
@@ -142,6 +151,34 @@ impl Quorum {
             }
         }
         Ok(reply)
+    }
+
+    /// Whether `broker`'s inter-broker port accepts a TCP connection within
+    /// [`PROBE_TIMEOUT`]. A refused or unanswered connection means the process (or its
+    /// host) is gone: a live broker's kernel accepts even while the process is busy. A
+    /// broker with no inter-broker endpoint cannot be probed and counts as reachable.
+    async fn probe_reachable(&self, broker: i32) -> bool {
+        let image = self.controller.log().image();
+        let Some(listener) = &self.inter_broker_listener else { return true };
+        let Some(endpoint) = image
+            .brokers
+            .get(&broker)
+            .and_then(|b| b.endpoints.iter().find(|e| &e.listener == listener))
+        else {
+            return true;
+        };
+        let address = format!("{}:{}", endpoint.host, endpoint.port);
+        match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                info!(broker, %address, error = %e, "reported broker refuses connections: fencing it now");
+                false
+            }
+            Err(_) => {
+                info!(broker, %address, timeout_ms = PROBE_TIMEOUT.as_millis() as u64, "reported broker does not answer a connection probe: fencing it now");
+                false
+            }
+        }
     }
 
     /// Leader, term, commit point and each replica's log end, from this (leader) node's

@@ -121,12 +121,9 @@ pub fn bootstrap_servers(nodes: &[NodePlan]) -> String {
 pub fn server_properties(node: &NodePlan, nodes: &[NodePlan], data_path: &Path) -> String {
     let voters: Vec<String> = nodes.iter().map(|n| format!("{}@127.0.0.1:{}", n.id, n.grpc_port)).collect();
     let listeners = format!("PLAINTEXT://127.0.0.1:{},BROKER://127.0.0.1:{}", node.kafka_port, node.grpc_port);
-    // Partition data is not replicated between nodes yet, so a topic with more than one
-    // replica cannot acknowledge acks=all writes or advance its high watermark. Until
-    // replication lands, auto-created topics get one replica so the dev cluster works
-    // with any client out of the box; explicit --replication-factor 3 still places
-    // (and describes) three replicas.
-    let replication = 1;
+    // Auto-created topics are replicated to every node, up to three (Kafka's usual
+    // production setting), so killing a node shows a failover out of the box.
+    let replication = nodes.len().min(3);
     format!(
         "# Written by `rafka dev` at every start: changes here are overwritten.\n\
          # Node {id} of a {n}-node local cluster; Kafka clients use PLAINTEXT, nodes talk gRPC on BROKER.\n\
@@ -216,11 +213,29 @@ async fn supervise(args: &DevArgs, nodes: Vec<NodePlan>) -> anyhow::Result<()> {
         event => return finish(event, &mut cluster, &mut signals).await,
     }
 
-    let event = tokio::select! {
-        (index, status) = cluster.first_exit() => Event::Exited(index, status),
-        name = signals.recv() => Event::Signal(name),
-    };
-    finish(event, &mut cluster, &mut signals).await
+    // Once up, a node that dies (say, killed to watch a failover) leaves the others
+    // running: the cluster stops only on a signal or when no node is left.
+    loop {
+        let event = tokio::select! {
+            (index, status) = cluster.first_exit() => Event::Exited(index, status),
+            name = signals.recv() => Event::Signal(name),
+        };
+        match event {
+            Event::Exited(index, status) if cluster.any_running() => {
+                let node = &cluster.nodes[index];
+                eprintln!(
+                    "rafka dev: node {} (pid {}) exited ({status}); the other nodes keep running. \
+                     Start it again with: {} server --config {} >> {} 2>&1",
+                    node.plan.id,
+                    node.pid,
+                    std::env::current_exe().map(|e| e.display().to_string()).unwrap_or_else(|_| "rafka".into()),
+                    node.plan.config_path().display(),
+                    node.plan.log_path().display(),
+                );
+            }
+            event => return finish(event, &mut cluster, &mut signals).await,
+        }
+    }
 }
 
 /// What ended a wait.
@@ -458,6 +473,10 @@ impl Cluster {
         Ok(())
     }
 
+    fn any_running(&mut self) -> bool {
+        self.nodes.iter_mut().any(|n| n.poll_exit().is_none())
+    }
+
     /// The first node to exit, and how. Cancel-safe: an exit seen is remembered.
     async fn first_exit(&mut self) -> (usize, ExitStatus) {
         loop {
@@ -600,7 +619,7 @@ mod tests {
                 "inter.broker.listener.name=BROKER",
                 "controller.quorum.voters=1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194",
                 "log.dirs=/abs/dev/node2/data",
-                "default.replication.factor=1",
+                "default.replication.factor=3",
             ]
         );
     }
@@ -608,7 +627,7 @@ mod tests {
     #[test]
     fn replication_defaults_to_one_until_data_replication_exists() {
         let five = plan(5, Path::new("d"), 9092).unwrap();
-        assert!(server_properties(&five[0], &five, Path::new("/d")).contains("default.replication.factor=1\n"));
+        assert!(server_properties(&five[0], &five, Path::new("/d")).contains("default.replication.factor=3\n"));
     }
 
     #[test]

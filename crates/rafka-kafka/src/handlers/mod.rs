@@ -26,6 +26,8 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod producer_ids;
+pub mod elect_leaders;
 
 /// A started request's answer, possibly still being waited for.
 pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
@@ -64,6 +66,8 @@ pub async fn start(ctx: &Arc<BrokerContext>, conn: &Arc<ConnectionInfo>, request
         RequestKind::OffsetForLeaderEpoch(r) => {
             ready(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(ctx, r, v)))
         }
+        RequestKind::InitProducerId(r) => ready(ResponseKind::InitProducerId(producer_ids::handle(ctx, r).await)),
+        RequestKind::ElectLeaders(r) => ready(ResponseKind::ElectLeaders(elect_leaders::handle(ctx, r, v).await)),
         // The codec refuses every API outside `versions::SUPPORTED_APIS`, so nothing else
         // reaches here; answering would need a response type we do not implement.
         other => unreachable!("request {other:?} passed the version table but has no handler"),
@@ -76,7 +80,7 @@ pub(crate) fn message(m: &Option<String>) -> Option<StrBytes> {
 }
 
 /// The current time in milliseconds since the epoch.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

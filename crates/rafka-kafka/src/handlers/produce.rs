@@ -67,11 +67,14 @@ fn check_batches(records: &[u8]) -> Result<(), KafkaError> {
             "a produce request must carry exactly one record batch per partition",
         ));
     }
-    if header.is_transactional() || header.producer_id >= 0 {
+    if header.is_transactional() {
         return Err(KafkaError::with_message(
             ResponseError::InvalidRecord,
-            "idempotent and transactional batches need InitProducerId, which this broker does not offer yet",
+            "transactional batches are not supported; idempotent producers (no transactional.id) are",
         ));
+    }
+    if header.is_control() {
+        return Err(KafkaError::with_message(ResponseError::InvalidRecord, "clients may not write control batches"));
     }
     Ok(())
 }
@@ -187,17 +190,49 @@ pub fn start(ctx: Arc<BrokerContext>, request: ProduceRequest, version: i16) -> 
     })
 }
 
+/// Waits until the high watermark passes the batch. Answers NOT_LEADER_OR_FOLLOWER
+/// as soon as this broker stops leading the partition (the client retries with the new
+/// leader; an idempotent producer's retry is recognised as a duplicate), and at the
+/// deadline REQUEST_TIMED_OUT, or NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR has
+/// shrunk below `min.insync.replicas` meanwhile.
 async fn wait_for_replication(appended: Appended, deadline: tokio::time::Instant) -> PartitionProduceResponse {
-    let mut hw = appended.partition.watch_high_watermark();
-    let reached = tokio::time::timeout_at(deadline, hw.wait_for(|hw| *hw >= appended.required_hw)).await;
-    match reached {
-        Ok(Ok(_)) => appended.response,
-        _ => failed(
-            appended.response.index,
-            KafkaError::with_message(
-                ResponseError::RequestTimedOut,
-                "the batch was not replicated to the in-sync replicas before the request timeout",
-            ),
-        ),
+    let partition = &appended.partition;
+    let mut hw = partition.watch_high_watermark();
+    let mut state_changes = partition.watch_state();
+    let epoch = partition.state().leader_epoch;
+    let index = appended.response.index;
+    loop {
+        if *hw.borrow_and_update() >= appended.required_hw {
+            return appended.response;
+        }
+        let state = partition.state();
+        if state.leader != partition.node_id() || state.leader_epoch != epoch {
+            return failed(index, KafkaError::with_message(
+                ResponseError::NotLeaderOrFollower,
+                "leadership moved before the batch was replicated to the in-sync replicas",
+            ));
+        }
+        tokio::select! {
+            _ = hw.changed() => {}
+            _ = state_changes.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                if *hw.borrow() >= appended.required_hw {
+                    return appended.response;
+                }
+                let state = partition.state();
+                return if state.isr.len() < state.min_insync_replicas {
+                    failed(index, KafkaError::with_message(
+                        ResponseError::NotEnoughReplicasAfterAppend,
+                        format!("the ISR shrank to {:?}, below min.insync.replicas={}, after the batch was written", state.isr, state.min_insync_replicas),
+                    ))
+                } else {
+                    failed(index, KafkaError::with_message(
+                        ResponseError::RequestTimedOut,
+                        "the batch was not replicated to the in-sync replicas before the request timeout",
+                    ))
+                };
+            }
+        }
     }
 }
+
