@@ -8,7 +8,8 @@ says X" really is node i's own view, never a client's routing.
 Tests 1-4 and DescribeQuorum share one cluster (they only add topics); the tests
 that kill, stop, wipe or misconfigure nodes each get a cluster of their own.
 Measured timings are printed and repeated in the run's "measured timings" summary.
-Only metadata is tested: data replication between brokers does not exist yet.
+Data replication itself (acks, ISR, failover with real clients) is tested in
+test_replication.py.
 """
 
 from __future__ import annotations

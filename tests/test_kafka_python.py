@@ -29,8 +29,8 @@ def consume(broker, topic: str, partition: int, n: int, timeout: float = 30.0) -
 @pytest.mark.parametrize("compression", [None, "gzip"], ids=["none", "gzip"])
 def test_produce_to_auto_created_topic_and_consume_back(broker, compression):
     topic = unique_topic("kp-auto")  # never created explicitly: Metadata/Produce auto-create it
-    # kafka-python 3 is idempotent by default, which needs InitProducerId (not implemented yet).
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False,
+    # kafka-python 3 is idempotent by default (InitProducerId, then sequence-numbered batches).
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
                              compression_type=compression, linger_ms=5,
                              client_id="rafka-tests-kafka-python")
     try:

@@ -502,3 +502,7 @@ impl std::ops::Deref for LogRef<'_> {
         self.0.as_ref().expect("LogRef holds a live log")
     }
 }
+
+#[cfg(test)]
+#[path = "partition_tests.rs"]
+mod tests;

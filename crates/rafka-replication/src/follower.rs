@@ -75,13 +75,24 @@ pub struct Fetchers {
 
 impl std::fmt::Debug for Fetchers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fetchers").field("node_id", &self.settings.node_id).finish_non_exhaustive()
+        f.debug_struct("Fetchers")
+            .field("node_id", &self.settings.node_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl Fetchers {
-    pub fn new(settings: ReplicationSettings, replicas: Arc<ReplicaManager>, suspects: SuspectReporter) -> Fetchers {
-        Fetchers { settings, replicas, suspects, fetchers: Mutex::new(HashMap::new()) }
+    pub fn new(
+        settings: ReplicationSettings,
+        replicas: Arc<ReplicaManager>,
+        suspects: SuspectReporter,
+    ) -> Fetchers {
+        Fetchers {
+            settings,
+            replicas,
+            suspects,
+            fetchers: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The inter-broker (gRPC) address of `broker` in `image`.
@@ -106,7 +117,11 @@ impl Fetchers {
             }
             wanted.entry(state.leader).or_default().insert(
                 (partition.topic_id, partition.index),
-                Target { partition: partition.clone(), leader_epoch: state.leader_epoch, resume_at: None },
+                Target {
+                    partition: partition.clone(),
+                    leader_epoch: state.leader_epoch,
+                    resume_at: None,
+                },
             );
         }
         let mut fetchers = self.fetchers.lock();
@@ -114,7 +129,8 @@ impl Fetchers {
         let stale: Vec<i32> = fetchers
             .iter()
             .filter(|(leader, handle)| {
-                !wanted.contains_key(leader) || self.address_of(image, **leader).as_deref() != Some(handle.address.as_str())
+                !wanted.contains_key(leader)
+                    || self.address_of(image, **leader).as_deref() != Some(handle.address.as_str())
             })
             .map(|(leader, _)| *leader)
             .collect();
@@ -128,12 +144,21 @@ impl Fetchers {
             if let Some(handle) = fetchers.get(&leader) {
                 let mut set = handle.targets.lock();
                 let same = set.targets.len() == targets.len()
-                    && targets.iter().all(|(k, t)| set.targets.get(k).is_some_and(|o| o.leader_epoch == t.leader_epoch && Arc::ptr_eq(&o.partition, &t.partition)));
+                    && targets.iter().all(|(k, t)| {
+                        set.targets.get(k).is_some_and(|o| {
+                            o.leader_epoch == t.leader_epoch
+                                && Arc::ptr_eq(&o.partition, &t.partition)
+                        })
+                    });
                 if !same {
                     // Keep the rest period of partitions that are still there.
                     let mut next = targets;
                     for (k, t) in next.iter_mut() {
-                        if let Some(old) = set.targets.get(k).filter(|o| o.leader_epoch == t.leader_epoch) {
+                        if let Some(old) = set
+                            .targets
+                            .get(k)
+                            .filter(|o| o.leader_epoch == t.leader_epoch)
+                        {
                             t.resume_at = old.resume_at;
                         }
                     }
@@ -149,7 +174,10 @@ impl Fetchers {
                 continue;
             };
             info!(leader, %address, partitions = targets.len(), "starting fetcher");
-            let targets = Arc::new(Mutex::new(TargetSet { targets, generation: 1 }));
+            let targets = Arc::new(Mutex::new(TargetSet {
+                targets,
+                generation: 1,
+            }));
             let changed = Arc::new(Notify::new());
             let fetcher = Fetcher {
                 leader,
@@ -161,7 +189,15 @@ impl Fetchers {
             };
             let span = tracing::info_span!("fetcher", leader);
             let task = tokio::spawn(fetcher.run().instrument(span));
-            fetchers.insert(leader, FetcherHandle { address, targets, changed, task });
+            fetchers.insert(
+                leader,
+                FetcherHandle {
+                    address,
+                    targets,
+                    changed,
+                    task,
+                },
+            );
         }
     }
 
@@ -203,15 +239,20 @@ impl Fetcher {
             let channel = match self.connect().await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.suspects.report(self.leader, "cannot connect to it for replication");
+                    self.suspects
+                        .report(self.leader, "cannot connect to it for replication");
                     debug!(error = %e, "cannot connect to leader");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
                     continue;
                 }
             };
-            let mut client = ReplicationServiceClient::new(channel)
-                .max_decoding_message_size(self.settings.fetch_response_max_bytes.saturating_mul(2).max(64 << 20));
+            let mut client = ReplicationServiceClient::new(channel).max_decoding_message_size(
+                self.settings
+                    .fetch_response_max_bytes
+                    .saturating_mul(2)
+                    .max(64 << 20),
+            );
             loop {
                 match self.stream(&mut client).await {
                     StreamEnd::Replaced => {
@@ -220,7 +261,8 @@ impl Fetcher {
                     }
                     StreamEnd::Broken(reason) => {
                         info!(%reason, "replication stream to the leader broke");
-                        self.suspects.report(self.leader, "its replication stream broke");
+                        self.suspects
+                            .report(self.leader, "its replication stream broke");
                         break;
                     }
                 }
@@ -254,7 +296,9 @@ impl Fetcher {
                 earliest = Some(earliest.map_or(at, |e| e.min(at)));
                 continue;
             }
-            let Ok(log) = target.partition.log() else { continue };
+            let Ok(log) = target.partition.log() else {
+                continue;
+            };
             partitions.push(PartitionFetch {
                 topic_id: target.partition.topic_id.as_bytes().to_vec(),
                 partition: target.partition.index,
@@ -273,7 +317,10 @@ impl Fetcher {
             ReplicaFetchRequest {
                 replica_id: self.settings.node_id,
                 max_wait_ms: self.settings.fetch_max_wait.as_millis() as i32,
-                max_bytes: self.settings.fetch_response_max_bytes.min(i32::MAX as usize) as i32,
+                max_bytes: self
+                    .settings
+                    .fetch_response_max_bytes
+                    .min(i32::MAX as usize) as i32,
                 partitions,
             },
             set.generation,
@@ -317,7 +364,9 @@ impl Fetcher {
                 },
                 _ = &mut changed => return StreamEnd::Replaced,
             }
-            let Some(next) = self.wait_for_request(rotation).await else { return StreamEnd::Replaced };
+            let Some(next) = self.wait_for_request(rotation).await else {
+                return StreamEnd::Replaced;
+            };
             rotation += 1;
             if requests.send(next).await.is_err() {
                 return StreamEnd::Broken("request stream closed".into());
@@ -357,11 +406,16 @@ impl Fetcher {
 
     /// Applies one partition's answer.
     fn apply(&self, data: PartitionData) {
-        let Some(topic_id) = crate::leader::topic_id_from_bytes(&data.topic_id) else { return };
+        let Some(topic_id) = crate::leader::topic_id_from_bytes(&data.topic_id) else {
+            return;
+        };
         let key = (topic_id, data.partition);
-        let Some(target) = self.targets.lock().targets.get(&key).cloned() else { return };
+        let Some(target) = self.targets.lock().targets.get(&key).cloned() else {
+            return;
+        };
         let partition = &target.partition;
-        let span = tracing::debug_span!("replica", topic = %partition.topic, partition = partition.index);
+        let span =
+            tracing::debug_span!("replica", topic = %partition.topic, partition = partition.index);
         let _entered = span.enter();
         if data.error_code != 0 {
             let code = i16::try_from(data.error_code).unwrap_or(-1);
@@ -374,11 +428,23 @@ impl Fetcher {
             return;
         }
         if let Some(diverging) = data.diverging_epoch {
-            let ours = partition.log().map(|log| log.end_offset_for_epoch(diverging.epoch));
-            let Ok((our_epoch, our_end)) = ours else { return };
-            let target_offset = if our_epoch < 0 { diverging.end_offset } else { our_end.min(diverging.end_offset) };
-            info!(epoch = diverging.epoch, leader_end_offset = diverging.end_offset, truncate_to = target_offset,
-                "log diverges from the leader's; truncating");
+            let ours = partition
+                .log()
+                .map(|log| log.end_offset_for_epoch(diverging.epoch));
+            let Ok((our_epoch, our_end)) = ours else {
+                return;
+            };
+            let target_offset = if our_epoch < 0 {
+                diverging.end_offset
+            } else {
+                our_end.min(diverging.end_offset)
+            };
+            info!(
+                epoch = diverging.epoch,
+                leader_end_offset = diverging.end_offset,
+                truncate_to = target_offset,
+                "log diverges from the leader's; truncating"
+            );
             if let Err(e) = partition.truncate_to(target_offset.max(0)) {
                 warn!(error = %e.message.unwrap_or_default(), "truncation failed");
                 self.rest(key);
@@ -394,7 +460,9 @@ impl Fetcher {
             }
         }
         if let Ok(log) = partition.log() {
-            if data.log_start_offset > log.log_start_offset() && data.log_start_offset <= log.log_end_offset() {
+            if data.log_start_offset > log.log_start_offset()
+                && data.log_start_offset <= log.log_end_offset()
+            {
                 if let Err(e) = log.advance_log_start_offset(data.log_start_offset) {
                     warn!(error = %e, "cannot advance the log start offset");
                 }
@@ -409,10 +477,18 @@ impl Fetcher {
         let Ok(log) = partition.log() else { return };
         let ours = log.log_end_offset();
         let result = if data.log_start_offset >= 0 && ours < data.log_start_offset {
-            info!(our_end = ours, leader_start = data.log_start_offset, "behind the leader's log start; restarting the log there");
+            info!(
+                our_end = ours,
+                leader_start = data.log_start_offset,
+                "behind the leader's log start; restarting the log there"
+            );
             log.truncate_fully_and_start_at(data.log_start_offset)
         } else if data.high_watermark >= 0 && ours > data.high_watermark {
-            info!(our_end = ours, leader_high_watermark = data.high_watermark, "ahead of the leader's log; truncating to its high watermark");
+            info!(
+                our_end = ours,
+                leader_high_watermark = data.high_watermark,
+                "ahead of the leader's log; truncating to its high watermark"
+            );
             drop(log);
             return if let Err(e) = partition.truncate_to(data.high_watermark) {
                 warn!(error = ?e.message, "truncation failed");

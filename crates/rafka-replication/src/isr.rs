@@ -27,13 +27,23 @@ pub struct IsrChanges {
 
 impl std::fmt::Debug for IsrChanges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IsrChanges").field("node_id", &self.node_id).finish_non_exhaustive()
+        f.debug_struct("IsrChanges")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl IsrChanges {
-    pub fn new(node_id: i32, controller: Arc<dyn ControllerApi>, replicas: Arc<ReplicaManager>) -> IsrChanges {
-        IsrChanges { node_id, controller, replicas }
+    pub fn new(
+        node_id: i32,
+        controller: Arc<dyn ControllerApi>,
+        replicas: Arc<ReplicaManager>,
+    ) -> IsrChanges {
+        IsrChanges {
+            node_id,
+            controller,
+            replicas,
+        }
     }
 
     /// Sends `proposal` in the background.
@@ -52,13 +62,19 @@ impl IsrChanges {
                     partition_epoch: proposal.partition_epoch,
                     new_isr: proposal.new_isr.clone(),
                 };
-                match tokio::time::timeout(ALTER_PARTITION_TIMEOUT, this.controller.submit(request)).await {
+                match tokio::time::timeout(ALTER_PARTITION_TIMEOUT, this.controller.submit(request))
+                    .await
+                {
                     Ok(Ok(ControllerResponse::PartitionChanged { offset, isr, .. })) => {
                         debug!(?isr, offset, "ISR change committed");
-                        this.replicas.wait_applied(offset, ALTER_PARTITION_TIMEOUT).await;
+                        this.replicas
+                            .wait_applied(offset, ALTER_PARTITION_TIMEOUT)
+                            .await;
                     }
                     Ok(Ok(other)) => warn!(answer = ?other, "unexpected AlterPartition answer"),
-                    Ok(Err(e)) => info!(error = %e, "ISR change refused; will retry from the current state"),
+                    Ok(Err(e)) => {
+                        info!(error = %e, "ISR change refused; will retry from the current state")
+                    }
                     Err(_) => warn!("ISR change not answered in time; will retry"),
                 }
                 partition.isr_change_done(&proposal);
@@ -79,7 +95,9 @@ impl IsrChanges {
             }
             let now = rafka_kafka::handlers::now_ms();
             for partition in self.replicas.all() {
-                if let Some(proposal) = partition.propose_isr_shrink(now, max_lag.as_millis() as i64) {
+                if let Some(proposal) =
+                    partition.propose_isr_shrink(now, max_lag.as_millis() as i64)
+                {
                     info!(topic = %partition.topic, partition = partition.index, isr = ?proposal.new_isr,
                         lag_ms = max_lag.as_millis() as u64, "followers not caught up within replica.lag.time.max.ms leave the ISR");
                     self.submit(partition, proposal);

@@ -26,7 +26,9 @@ use rafka_kafka::partition::{FollowerPosition, Partition};
 use rafka_kafka::ReplicaManager;
 use rafka_metadata::{MetadataImage, MetadataLog};
 use rafka_rpc::replication_service_server::ReplicationService;
-use rafka_rpc::{DivergingEpoch, PartitionData, PartitionFetch, ReplicaFetchRequest, ReplicaFetchResponse};
+use rafka_rpc::{
+    DivergingEpoch, PartitionData, PartitionFetch, ReplicaFetchRequest, ReplicaFetchResponse,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -47,11 +49,26 @@ pub struct LeaderService {
     suspects: SuspectReporter,
     /// Open sessions per follower id.
     sessions: Arc<Mutex<HashMap<i32, usize>>>,
+    /// Sessions end when this turns true or its sender is dropped (the node stops).
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl LeaderService {
-    pub fn new(replicas: Arc<ReplicaManager>, metadata: Arc<dyn MetadataLog>, isr: IsrChanges, suspects: SuspectReporter) -> LeaderService {
-        LeaderService { replicas, metadata, isr, suspects, sessions: Arc::new(Mutex::new(HashMap::new())) }
+    pub fn new(
+        replicas: Arc<ReplicaManager>,
+        metadata: Arc<dyn MetadataLog>,
+        isr: IsrChanges,
+        suspects: SuspectReporter,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> LeaderService {
+        LeaderService {
+            replicas,
+            metadata,
+            isr,
+            suspects,
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            stop,
+        }
     }
 }
 
@@ -77,7 +94,10 @@ enum Checked {
     Failed(PartitionData),
     Diverging(PartitionData),
     /// The follower is consistent; `has_data` when our log extends past its offset.
-    Ready { partition: Arc<Partition>, has_data: bool },
+    Ready {
+        partition: Arc<Partition>,
+        has_data: bool,
+    },
 }
 
 struct Session {
@@ -92,7 +112,9 @@ struct Session {
 impl Session {
     fn check(&self, image: &MetadataImage, request: &PartitionFetch, now_ms: i64) -> Checked {
         let fail = |e: KafkaError| Checked::Failed(error_data(request, &e));
-        let Some(topic) = topic_id_from_bytes(&request.topic_id).and_then(|id| image.topic_by_id(&id)) else {
+        let Some(topic) =
+            topic_id_from_bytes(&request.topic_id).and_then(|id| image.topic_by_id(&id))
+        else {
             return fail(ResponseError::UnknownTopicOrPartition.into());
         };
         let Some(partition) = self.replicas.get(&topic.name, request.partition) else {
@@ -107,7 +129,10 @@ impl Session {
         if !partition.state().replicas.contains(&self.replica_id) {
             return fail(KafkaError::with_message(
                 ResponseError::NotLeaderOrFollower,
-                format!("broker {} is not a replica of this partition", self.replica_id),
+                format!(
+                    "broker {} is not a replica of this partition",
+                    self.replica_id
+                ),
             ));
         }
         match partition.check_follower_position(request.fetch_offset, request.last_fetched_epoch) {
@@ -128,10 +153,15 @@ impl Session {
             data.error_code = i32::from(ResponseError::OffsetOutOfRange.code());
             return Checked::Failed(data);
         }
-        if let Some(proposal) = partition.record_follower_fetch(self.replica_id, request.fetch_offset, now_ms) {
+        if let Some(proposal) =
+            partition.record_follower_fetch(self.replica_id, request.fetch_offset, now_ms)
+        {
             self.isr.submit(partition.clone(), proposal);
         }
-        Checked::Ready { has_data: request.fetch_offset < log_end, partition }
+        Checked::Ready {
+            has_data: request.fetch_offset < log_end,
+            partition,
+        }
     }
 
     fn data(&self, partition: &Partition, request: &PartitionFetch) -> PartitionData {
@@ -147,7 +177,11 @@ impl Session {
     }
 
     /// Builds the answer, or `None` when there is nothing new for the follower yet.
-    fn answer(&mut self, request: &ReplicaFetchRequest, must_answer: bool) -> Option<ReplicaFetchResponse> {
+    fn answer(
+        &mut self,
+        request: &ReplicaFetchRequest,
+        must_answer: bool,
+    ) -> Option<ReplicaFetchResponse> {
         let image = self.metadata.image();
         let now = rafka_kafka::handlers::now_ms();
         let checked: Vec<(usize, Checked)> = request
@@ -158,7 +192,10 @@ impl Session {
             .collect();
         let news = checked.iter().any(|(i, c)| match c {
             Checked::Failed(_) | Checked::Diverging(_) => true,
-            Checked::Ready { partition, has_data } => {
+            Checked::Ready {
+                partition,
+                has_data,
+            } => {
                 *has_data || {
                     let key = (partition.topic_id, request.partitions[*i].partition);
                     self.sent_high_watermarks.get(&key) != Some(&partition.high_watermark())
@@ -175,11 +212,15 @@ impl Session {
             let fetch = &request.partitions[i];
             let data = match c {
                 Checked::Failed(d) | Checked::Diverging(d) => d,
-                Checked::Ready { partition, has_data } => {
+                Checked::Ready {
+                    partition,
+                    has_data,
+                } => {
                     let mut data = self.data(&partition, fetch);
                     if has_data && budget > 0 {
                         match partition.log().and_then(|log| {
-                            log.read(fetch.fetch_offset, budget, i64::MAX, first_data).map_err(KafkaError::from)
+                            log.read(fetch.fetch_offset, budget, i64::MAX, first_data)
+                                .map_err(KafkaError::from)
                         }) {
                             Ok(read) => {
                                 budget = budget.saturating_sub(read.records.len());
@@ -190,7 +231,8 @@ impl Session {
                         }
                     }
                     if data.error_code == 0 {
-                        self.sent_high_watermarks.insert((partition.topic_id, fetch.partition), data.high_watermark);
+                        self.sent_high_watermarks
+                            .insert((partition.topic_id, fetch.partition), data.high_watermark);
                     }
                     data
                 }
@@ -207,7 +249,10 @@ type FetchStream = Pin<Box<dyn Stream<Item = Result<ReplicaFetchResponse, Status
 impl ReplicationService for LeaderService {
     type FetchStream = FetchStream;
 
-    async fn fetch(&self, request: Request<Streaming<ReplicaFetchRequest>>) -> Result<Response<FetchStream>, Status> {
+    async fn fetch(
+        &self,
+        request: Request<Streaming<ReplicaFetchRequest>>,
+    ) -> Result<Response<FetchStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<ReplicaFetchResponse, Status>>(1);
         let replicas = self.replicas.clone();
@@ -215,26 +260,41 @@ impl ReplicationService for LeaderService {
         let isr = self.isr.clone();
         let sessions = self.sessions.clone();
         let suspects = self.suspects.clone();
+        let mut stop = self.stop.clone();
         tokio::spawn(
             async move {
-                let Ok(Some(first)) = inbound.message().await else { return };
-                let replica_id = first.replica_id;
-                *sessions.lock().entry(replica_id).or_default() += 1;
-                let mut session = Session { replicas, metadata, isr, replica_id, sent_high_watermarks: HashMap::new() };
-                let ended_cleanly = serve(&mut session, first, &mut inbound, &tx).await;
-                let remaining = {
-                    let mut sessions = sessions.lock();
-                    let n = sessions.entry(replica_id).or_default();
-                    *n = n.saturating_sub(1);
-                    *n
-                };
-                if !ended_cleanly && remaining == 0 {
-                    // A follower replacing its stream opens the new one at once; one that
-                    // stays away may be dead: let the controller probe it.
-                    tokio::time::sleep(FOLLOWER_GONE_GRACE).await;
-                    if sessions.lock().get(&replica_id).copied().unwrap_or(0) == 0 {
-                        suspects.report(replica_id, "its replication stream broke");
+                let session = async move {
+                    let Ok(Some(first)) = inbound.message().await else {
+                        return;
+                    };
+                    let replica_id = first.replica_id;
+                    *sessions.lock().entry(replica_id).or_default() += 1;
+                    let mut session = Session {
+                        replicas,
+                        metadata,
+                        isr,
+                        replica_id,
+                        sent_high_watermarks: HashMap::new(),
+                    };
+                    let ended_cleanly = serve(&mut session, first, &mut inbound, &tx).await;
+                    let remaining = {
+                        let mut sessions = sessions.lock();
+                        let n = sessions.entry(replica_id).or_default();
+                        *n = n.saturating_sub(1);
+                        *n
+                    };
+                    if !ended_cleanly && remaining == 0 {
+                        // A follower replacing its stream opens the new one at once; one that
+                        // stays away may be dead: let the controller probe it.
+                        tokio::time::sleep(FOLLOWER_GONE_GRACE).await;
+                        if sessions.lock().get(&replica_id).copied().unwrap_or(0) == 0 {
+                            suspects.report(replica_id, "its replication stream broke");
+                        }
                     }
+                };
+                tokio::select! {
+                    _ = session => {}
+                    _ = rafka_kafka::server::until_shutdown(&mut stop) => {}
                 }
             }
             .in_current_span(),
@@ -264,7 +324,8 @@ async fn serve(
                 }
             },
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
         let activity = session.replicas.activity().clone();
         let response = loop {
             let woken = activity.notified();

@@ -56,13 +56,19 @@ pub struct SuspectReporter {
 
 impl std::fmt::Debug for SuspectReporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SuspectReporter").field("node_id", &self.node_id).finish_non_exhaustive()
+        f.debug_struct("SuspectReporter")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl SuspectReporter {
     pub fn new(node_id: i32, controller: Arc<dyn ControllerApi>) -> SuspectReporter {
-        SuspectReporter { node_id, controller, in_flight: Arc::new(Mutex::new(HashSet::new())) }
+        SuspectReporter {
+            node_id,
+            controller,
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+        }
     }
 
     /// Tells the controller that `broker` seems unreachable (in the background).
@@ -70,12 +76,21 @@ impl SuspectReporter {
         if broker == self.node_id || !self.in_flight.lock().insert(broker) {
             return;
         }
-        info!(broker, reason = why, "reporting a peer that looks unreachable to the controller");
+        info!(
+            broker,
+            reason = why,
+            "reporting a peer that looks unreachable to the controller"
+        );
         let this = self.clone();
         tokio::spawn(
             async move {
-                let request = ControllerRequest::BrokerUnreachable { broker_id: broker, reporter: this.node_id };
-                let answer = tokio::time::timeout(Duration::from_secs(10), this.controller.submit(request)).await;
+                let request = ControllerRequest::BrokerUnreachable {
+                    broker_id: broker,
+                    reporter: this.node_id,
+                };
+                let answer =
+                    tokio::time::timeout(Duration::from_secs(10), this.controller.submit(request))
+                        .await;
                 if let Ok(Err(e)) = answer {
                     tracing::debug!(broker, error = %e, "unreachable report not taken");
                 }

@@ -279,6 +279,7 @@ impl Node {
                     metadata.clone(),
                     isr_changes.clone(),
                     suspects.clone(),
+                    stop_rx.clone(),
                 )));
             let mut stop = stop_rx.clone();
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(socket);

@@ -1,0 +1,174 @@
+//! High watermark, ISR proposals and divergence checks of a partition, as leader and
+//! as follower, driven directly (no network).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::ResponseError;
+use rafka_storage::batch::test_support::simple_batch;
+use rafka_storage::LogConfig;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::*;
+
+const ME: i32 = 1;
+
+fn state(leader: i32, leader_epoch: i32, isr: &[i32], min_insync: usize) -> ReplicaState {
+    ReplicaState {
+        leader,
+        leader_epoch,
+        partition_epoch: leader_epoch,
+        replicas: vec![1, 2, 3],
+        isr: isr.to_vec(),
+        min_insync_replicas: min_insync,
+    }
+}
+
+fn open(dir: &tempfile::TempDir, initial: ReplicaState) -> Partition {
+    Partition::open(dir.path().join("t-0"), "t", Uuid::new_v4(), 0, ME, LogConfig::default(), initial, Arc::new(Notify::new())).unwrap()
+}
+
+fn append(p: &Partition, records: usize) -> i64 {
+    let info = p.append_as_leader(BytesMut::from(&simple_batch(records, 1_000)[..]), 1, 1_000).unwrap();
+    info.last_offset + 1
+}
+
+#[test]
+fn high_watermark_is_the_smallest_log_end_over_the_isr() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(&dir, state(ME, 1, &[1, 2, 3], 1));
+    let leo = append(&p, 5);
+    assert_eq!(p.high_watermark(), 0, "followers have not fetched yet");
+    p.record_follower_fetch(2, leo, 10);
+    assert_eq!(p.high_watermark(), 0, "follower 3 is still unknown");
+    p.record_follower_fetch(3, 3, 10);
+    assert_eq!(p.high_watermark(), 3);
+    p.record_follower_fetch(3, leo, 11);
+    assert_eq!(p.high_watermark(), leo);
+    // Never backwards, even if a follower reports less.
+    p.record_follower_fetch(2, 1, 12);
+    assert_eq!(p.high_watermark(), leo);
+}
+
+#[test]
+fn sole_isr_member_advances_alone_but_not_below_min_insync() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(&dir, state(ME, 1, &[1], 1));
+    let leo = append(&p, 3);
+    assert_eq!(p.high_watermark(), leo);
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(&dir, state(ME, 1, &[1], 2));
+    let err = p.append_as_leader(BytesMut::from(&simple_batch(1, 1_000)[..]), -1, 1_000).unwrap_err();
+    assert_eq!(err.code, ResponseError::NotEnoughReplicas);
+    append(&p, 3); // acks=1 is still written...
+    assert_eq!(p.high_watermark(), 0, "...but not committed while the ISR is below min.insync.replicas");
+}
+
+#[test]
+fn a_caught_up_follower_is_proposed_for_the_isr_once_and_counts_before_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(&dir, state(ME, 1, &[1, 2], 1));
+    let leo = append(&p, 4);
+    p.record_follower_fetch(2, leo, 10);
+    assert_eq!(p.high_watermark(), leo);
+    assert_eq!(p.record_follower_fetch(3, 1, 10), None, "behind the HW: not in sync");
+    let proposal = p.record_follower_fetch(3, leo, 11).expect("caught up: proposed");
+    assert_eq!(proposal.new_isr, vec![1, 2, 3]);
+    assert_eq!(proposal.partition_epoch, 1);
+    assert_eq!(p.record_follower_fetch(3, leo, 12), None, "one proposal in flight");
+    // While pending, the joining follower holds the HW back (maximal ISR).
+    let leo2 = append(&p, 2);
+    p.record_follower_fetch(2, leo2, 13);
+    assert_eq!(p.high_watermark(), leo);
+    p.record_follower_fetch(3, leo2, 13);
+    assert_eq!(p.high_watermark(), leo2);
+    // The committed change clears the proposal.
+    p.set_state(ReplicaState { partition_epoch: 2, ..state(ME, 1, &[1, 2, 3], 1) }).unwrap();
+    let leo3 = append(&p, 1);
+    p.record_follower_fetch(2, leo3, 14);
+    assert_eq!(p.high_watermark(), leo2, "follower 3 is an ISR member now");
+}
+
+#[test]
+fn followers_not_caught_up_within_the_lag_are_proposed_for_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(&dir, state(ME, 1, &[1, 2, 3], 1));
+    let now = crate::handlers::now_ms();
+    let leo = append(&p, 2);
+    p.record_follower_fetch(2, leo, now + 100);
+    p.record_follower_fetch(3, 0, now + 100);
+    assert_eq!(p.propose_isr_shrink(now + 1_000, 5_000), None, "within the lag");
+    // Follower 2 keeps fetching at the end; follower 3 stays behind.
+    p.record_follower_fetch(2, leo, now + 6_000);
+    p.record_follower_fetch(3, 0, now + 6_000);
+    let proposal = p.propose_isr_shrink(now + 6_001, 5_000).expect("3 lags");
+    assert_eq!(proposal.new_isr, vec![1, 2]);
+    assert_eq!(p.propose_isr_shrink(now + 6_002, 5_000), None, "one proposal in flight");
+    p.isr_change_done(&proposal);
+    assert!(p.propose_isr_shrink(now + 6_003, 5_000).is_some(), "may propose again after an answer");
+}
+
+#[test]
+fn a_follower_that_fetched_up_to_the_previous_end_counts_as_caught_up_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(&dir, state(ME, 1, &[1, 2], 1));
+    let now = crate::handlers::now_ms();
+    let leo = append(&p, 2);
+    p.record_follower_fetch(2, leo, now + 1_000); // caught up at +1000
+    append(&p, 2); // the leader moves on
+    p.record_follower_fetch(2, leo, now + 9_000); // reached the end of +1000 only
+    assert!(p.propose_isr_shrink(now + 9_001, 5_000).is_some(), "caught up last at +1000");
+}
+
+#[test]
+fn divergence_is_detected_from_the_epoch_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(&dir, state(ME, 1, &[1], 1));
+    append(&p, 3); // epoch 1: offsets 0..3
+    p.set_state(state(ME, 3, &[1], 1)).unwrap();
+    append(&p, 2); // epoch 3: offsets 3..5
+    assert_eq!(p.check_follower_position(3, 1).unwrap(), FollowerPosition::Consistent);
+    assert_eq!(p.check_follower_position(5, 3).unwrap(), FollowerPosition::Consistent);
+    // A follower that wrote offsets 3..6 in epoch 2 (which we never had).
+    assert_eq!(p.check_follower_position(6, 2).unwrap(), FollowerPosition::Diverging { epoch: 1, end_offset: 3 });
+    // A follower with more of epoch 1 than we have.
+    assert_eq!(p.check_follower_position(4, 1).unwrap(), FollowerPosition::Diverging { epoch: 1, end_offset: 3 });
+    assert_eq!(p.check_follower_position(0, -1).unwrap(), FollowerPosition::Consistent);
+}
+
+#[test]
+fn a_follower_follows_the_leaders_high_watermark_within_its_own_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(&dir, state(2, 1, &[1, 2], 1));
+    let leader = tempfile::tempdir().unwrap();
+    let l = Partition::open(leader.path().join("t-0"), "t", Uuid::new_v4(), 0, 2, LogConfig::default(), state(2, 1, &[2], 1), Arc::new(Notify::new())).unwrap();
+    l.append_as_leader(BytesMut::from(&simple_batch(4, 1_000)[..]), 1, 1_000).unwrap();
+    let batches = l.log().unwrap().read(0, 1 << 20, i64::MAX, true).unwrap().records;
+    p.update_follower_high_watermark(4);
+    assert_eq!(p.high_watermark(), 0, "nothing of ours to expose yet");
+    p.append_as_follower(batches).unwrap();
+    p.update_follower_high_watermark(2);
+    assert_eq!(p.high_watermark(), 2);
+    p.update_follower_high_watermark(10);
+    assert_eq!(p.high_watermark(), 4, "bounded by our own log end");
+    p.truncate_to(1).unwrap();
+    assert!(p.high_watermark() <= p.log().unwrap().log_end_offset());
+}
+
+#[test]
+fn losing_leadership_wakes_state_watchers_and_stops_hw_tracking() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(&dir, state(ME, 1, &[1, 2], 1));
+    let mut watcher = p.watch_state();
+    watcher.borrow_and_update();
+    p.set_state(state(2, 2, &[2], 1)).unwrap();
+    assert!(watcher.has_changed().unwrap());
+    assert!(!p.is_leader());
+    assert_eq!(p.record_follower_fetch(2, 0, 1), None);
+    assert_eq!(
+        p.append_as_leader(BytesMut::from(&simple_batch(1, 1_000)[..]), 1, 1_000).unwrap_err().code,
+        ResponseError::NotLeaderOrFollower
+    );
+}
