@@ -58,6 +58,8 @@ pub struct BrokerContext {
     pub replicas: Arc<ReplicaManager>,
     pub limits: BrokerLimits,
     pub broker_configs: Vec<ConfigEntry>,
+    /// Metadata waits here while a leader failover this broker reported is under way.
+    pub failover_gate: Arc<crate::failover_gate::FailoverGate>,
     /// Hands out producer ids for InitProducerId.
     pub producer_ids: crate::handlers::producer_ids::ProducerIdAllocator,
 }

@@ -26,6 +26,7 @@ pub mod codec;
 pub mod connection;
 pub mod context;
 pub mod errors;
+pub mod failover_gate;
 pub mod handlers;
 pub mod partition;
 pub mod replica_manager;

@@ -72,11 +72,16 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig>;
 
 /// Heartbeat interval of the leader, in milliseconds.
-pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
+pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
 /// Lower bound of the randomised election timeout, in milliseconds.
-pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+///
+/// openraft also treats `ELECTION_TIMEOUT_MAX_MS` as the leader lease: a follower
+/// neither starts nor grants an election until that long after the leader's last
+/// heartbeat, so a dead controller is replaced after lease + timeout, 450–600 ms.
+/// That bounds the failover of a partition whose leader was also the controller.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
 /// Upper bound of the randomised election timeout, in milliseconds.
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 300;
 /// A snapshot is taken after this many entries since the last one.
 pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
 /// Entries kept in the log behind a snapshot, so a briefly lagging follower catches
@@ -86,7 +91,7 @@ pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 500;
 pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 5_000;
 
 /// The openraft configuration recommended for the metadata quorum: heartbeat every
-/// 100 ms, election timeout 300–600 ms, a snapshot every 1000 entries with 500
+/// 50 ms, election timeout 150–300 ms (plus the 300 ms leader lease), a snapshot every 1000 entries with 500
 /// entries kept behind it. Already validated.
 pub fn raft_config(cluster_name: &str) -> openraft::Config {
     let config = openraft::Config {
@@ -117,10 +122,10 @@ mod tests {
     fn the_recommended_config_is_valid_and_as_documented() {
         let config = raft_config("rafka-test");
         assert_eq!(config.cluster_name, "rafka-test");
-        assert_eq!(config.heartbeat_interval, 100);
+        assert_eq!(config.heartbeat_interval, 50);
         assert_eq!(
             (config.election_timeout_min, config.election_timeout_max),
-            (300, 600)
+            (150, 300)
         );
         assert_eq!(
             config.snapshot_policy,

@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rafka_metadata::controller::{ControllerApi, ControllerRequest};
+use rafka_kafka::failover_gate::FailoverGate;
+use rafka_kafka::ReplicaManager;
+use rafka_metadata::controller::{ControllerApi, ControllerRequest, ControllerResponse};
 use tracing::{info, Instrument};
 
 /// Replication settings from the broker configuration.
@@ -51,6 +53,8 @@ pub struct ReplicationSettings {
 pub struct SuspectReporter {
     node_id: i32,
     controller: Arc<dyn ControllerApi>,
+    replicas: Arc<ReplicaManager>,
+    gate: Arc<FailoverGate>,
     in_flight: Arc<Mutex<HashSet<i32>>>,
 }
 
@@ -63,10 +67,19 @@ impl std::fmt::Debug for SuspectReporter {
 }
 
 impl SuspectReporter {
-    pub fn new(node_id: i32, controller: Arc<dyn ControllerApi>) -> SuspectReporter {
+    /// `gate` is held from the report until this broker's image includes the
+    /// controller's decision, so Metadata answers name the new leaders.
+    pub fn new(
+        node_id: i32,
+        controller: Arc<dyn ControllerApi>,
+        replicas: Arc<ReplicaManager>,
+        gate: Arc<FailoverGate>,
+    ) -> SuspectReporter {
         SuspectReporter {
             node_id,
             controller,
+            replicas,
+            gate,
             in_flight: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -84,6 +97,7 @@ impl SuspectReporter {
         let this = self.clone();
         tokio::spawn(
             async move {
+                let failover = this.gate.begin();
                 let request = ControllerRequest::BrokerUnreachable {
                     broker_id: broker,
                     reporter: this.node_id,
@@ -91,9 +105,19 @@ impl SuspectReporter {
                 let answer =
                     tokio::time::timeout(Duration::from_secs(10), this.controller.submit(request))
                         .await;
-                if let Ok(Err(e)) = answer {
-                    tracing::debug!(broker, error = %e, "unreachable report not taken");
+                match answer {
+                    Ok(Ok(ControllerResponse::Done { offset })) => {
+                        this.replicas
+                            .wait_applied(offset, Duration::from_secs(2))
+                            .await;
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(broker, error = %e, "unreachable report not taken")
+                    }
+                    Err(_) => tracing::debug!(broker, "unreachable report not answered in time"),
                 }
+                drop(failover);
                 this.in_flight.lock().remove(&broker);
             }
             .in_current_span(),

@@ -247,7 +247,8 @@ impl Node {
             })?,
         );
         let controller_api: Arc<dyn ControllerApi> = quorum.clone();
-        let suspects = SuspectReporter::new(node_id, controller_api.clone());
+        let failover_gate = Arc::new(rafka_kafka::failover_gate::FailoverGate::new());
+        let suspects = SuspectReporter::new(node_id, controller_api.clone(), replicas.clone(), failover_gate.clone());
         let isr_changes = IsrChanges::new(node_id, controller_api.clone(), replicas.clone());
         let replication_settings = ReplicationSettings {
             node_id,
@@ -488,6 +489,7 @@ impl Node {
             },
             broker_configs: config.effective(),
             producer_ids: rafka_kafka::handlers::producer_ids::ProducerIdAllocator::new(),
+            failover_gate,
         });
         let tracker = ConnectionTracker::new(config.max_connections);
         let mut listeners = JoinSet::new();

@@ -78,12 +78,17 @@ fn error_topic(name: Option<String>, id: Uuid, error: ResponseError) -> Metadata
         .with_topic_authorized_operations(i32::MIN)
 }
 
+/// Longest a Metadata answer waits for a failover this broker has reported.
+const METADATA_FAILOVER_HOLD: std::time::Duration = std::time::Duration::from_millis(1500);
+
 pub async fn handle(
     ctx: &BrokerContext,
     conn: &ConnectionInfo,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
+    // Answer with the leaders elected for a failover in progress rather than the dead one.
+    ctx.failover_gate.settle(METADATA_FAILOVER_HOLD).await;
     let mut image = ctx.image();
     // v0 has no null: an empty list means every topic. From v1 null means every topic.
     let requested = match request.topics {
