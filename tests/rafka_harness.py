@@ -319,7 +319,6 @@ class Broker:
     def producer(self, conf: dict[str, Any] | None = None) -> Producer:
         base = {
             **client_base(self.bootstrap),
-            "enable.idempotence": False,  # InitProducerId is not implemented yet
             "linger.ms": 5,
             "message.timeout.ms": 20000,
         }
