@@ -650,17 +650,23 @@ pub fn decide_unfence_broker_with(
 /// new leader) for every change whose new leader was not in the ISR before — a leader
 /// that may lack committed records. The controller logs them once committed.
 pub fn unclean_elections(image: &MetadataImage, records: &[MetadataRecord]) -> Vec<(String, i32, i32)> {
-    records
-        .iter()
-        .filter_map(|record| match record {
-            MetadataRecord::PartitionChange { topic_id, partition, leader, .. } if *leader >= 0 => {
-                let topic = image.topic_by_id(topic_id)?;
-                let before = topic.partitions.get(partition)?;
-                (!before.isr.contains(leader)).then(|| (topic.name.clone(), *partition, *leader))
+    // Records of one decision apply in order: an ISR expansion followed by a leader
+    // change to the added replica is clean, so each change is judged against the ISR
+    // left by the records before it.
+    let mut isr_now: HashMap<(Uuid, i32), Vec<i32>> = HashMap::new();
+    let mut unclean = Vec::new();
+    for record in records {
+        if let MetadataRecord::PartitionChange { topic_id, partition, leader, isr, .. } = record {
+            let Some(topic) = image.topic_by_id(topic_id) else { continue };
+            let Some(before) = topic.partitions.get(partition) else { continue };
+            let previous = isr_now.get(&(*topic_id, *partition)).unwrap_or(&before.isr);
+            if *leader >= 0 && !previous.contains(leader) {
+                unclean.push((topic.name.clone(), *partition, *leader));
             }
-            _ => None,
-        })
-        .collect()
+            isr_now.insert((*topic_id, *partition), isr.clone());
+        }
+    }
+    unclean
 }
 
 /// Looks a partition up by topic id, for requests from brokers.
@@ -2274,5 +2280,25 @@ mod tests {
         assert_eq!(controller.run_preferred_rebalance().await.unwrap(), 1);
         assert_eq!(part(&log.image(), "t", 1).leader, 2);
         assert_eq!(controller.run_preferred_rebalance().await.unwrap(), 0);
+    }
+
+    #[test]
+    fn an_isr_expansion_then_a_leader_change_to_the_added_replica_is_clean() {
+        let mut image = MetadataImage::default();
+        let topic_id = Uuid::new_v4();
+        for r in [
+            MetadataRecord::Topic { name: "t".into(), topic_id },
+            MetadataRecord::Partition { topic_id, partition: 0, replicas: vec![1, 2, 3], isr: vec![2, 3], leader: 2, leader_epoch: 1, partition_epoch: 1 },
+        ] {
+            let offset = image.offset + 1;
+            image.apply(offset, &r);
+        }
+        let records = vec![
+            MetadataRecord::PartitionChange { topic_id, partition: 0, leader: 2, isr: vec![2, 3, 1], leader_epoch: 1, partition_epoch: 2 },
+            MetadataRecord::PartitionChange { topic_id, partition: 0, leader: 1, isr: vec![2, 3, 1], leader_epoch: 2, partition_epoch: 3 },
+        ];
+        assert!(unclean_elections(&image, &records).is_empty());
+        let unclean = vec![MetadataRecord::PartitionChange { topic_id, partition: 0, leader: 1, isr: vec![1], leader_epoch: 2, partition_epoch: 2 }];
+        assert_eq!(unclean_elections(&image, &unclean), vec![("t".to_string(), 0, 1)]);
     }
 }

@@ -1201,8 +1201,9 @@ impl PartitionLog {
 
     /// Removes every batch holding an offset >= `offset` (a batch straddling
     /// `offset` goes entirely, so the new log end may be below `offset`), and
-    /// the matching index and epoch entries. A no-op at or past the log end;
-    /// below the log start it empties the log and restarts it at `offset`.
+    /// the matching index and epoch entries. At or past the log end only epoch
+    /// entries starting at or after `offset` go; below the log start it empties the
+    /// log and restarts it at `offset`.
     /// Producer-state snapshots above the new end are deleted and the state
     /// is rebuilt for the remaining batches.
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
@@ -1216,6 +1217,12 @@ impl PartitionLog {
         inner.check_open(&self.dir)?;
         let old_leo = inner.log_end_offset();
         if offset >= old_leo {
+            // No batch to remove, but an epoch that starts at or past `offset` (one this
+            // replica opened as leader without writing in it) goes, as in Kafka: else a
+            // follower would keep reporting an epoch the leader never had.
+            if inner.epochs.truncate_from_end(offset) {
+                inner.epochs.persist()?;
+            }
             return Ok(());
         }
         if offset < inner.log_start_offset {

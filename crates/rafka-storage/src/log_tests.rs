@@ -1356,3 +1356,20 @@ fn truncate_fully_at_the_current_base_offset_empties_the_log_in_place() {
         0
     );
 }
+
+#[test]
+fn truncating_at_the_log_end_drops_an_epoch_opened_there_without_writes() {
+    // A replica led epoch 2 without writing in it, then follows a leader that never had
+    // epoch 2: truncating to its own log end must forget epoch 2, or every fetch would
+    // report it and diverge again.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(simple_batch(3, 1_000), 1, 1_000).unwrap();
+    log.assign_leader_epoch(2).unwrap();
+    assert_eq!(log.latest_epoch(), Some(2));
+    log.truncate_to(3).unwrap();
+    assert_eq!(log.latest_epoch(), Some(1));
+    assert_eq!(log.log_end_offset(), 3);
+    drop(log);
+    assert_eq!(open(dir.path()).latest_epoch(), Some(1), "the epoch checkpoint was rewritten");
+}
