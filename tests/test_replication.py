@@ -1,7 +1,7 @@
 """Partition replication between real `rafka` processes, driven by real clients.
 
 Every test runs its own three-node cluster (each node `process.roles=broker,controller`,
-see rafka_harness.Cluster) because each one kills, stops or freezes nodes.  Leaders,
+see rafka_harness.Cluster): most of them kill, stop or freeze nodes.  Leaders,
 replicas and in-sync replicas are read from one node at a time over a raw socket
 (kafka_wire.metadata_v12), so "node i says X" is node i's own view.
 
@@ -20,7 +20,8 @@ replicas and in-sync replicas are read from one node at a time over a raw socket
    nothing acknowledged earlier is lost, and acks=all works again once the follower is
    back.
 4. SIGTERM (controlled shutdown) of a leader under an idempotent producer: leadership
-   moves and the client sees no error at all; every acknowledged value is read once.
+   moves, the client sees no error at all and only a short pause in acknowledgements,
+   the broker exits promptly, and every acknowledged value is read once.
 5. Divergence: the leader writes acks=1 records its frozen followers never get, dies,
    a follower leads in a new epoch and takes new writes; the old leader, restarted,
    truncates its divergent tail (KIP-320) and ends up byte-identical to the others.
