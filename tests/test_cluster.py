@@ -301,7 +301,7 @@ def test_kill_9_of_the_controller_elects_a_new_one_writes_continue_and_the_dead_
     placed = wait_same_topic_everywhere(c, during, ids=survivors)[survivors[0]][1]
     print(f"{during} created {failover:.2f}s after the kill, before fencing: {placed}")
 
-    # After the session timeout the dead broker is fenced: gone from brokers and every ISR.
+    # The dead broker is fenced: gone from brokers and every ISR.
     def fenced():
         metas = [c.metadata(i) for i in survivors]
         for m in metas:
@@ -316,9 +316,11 @@ def test_kill_9_of_the_controller_elects_a_new_one_writes_continue_and_the_dead_
     metas = wait_until(fenced, FAST_SESSION_TIMEOUT_MS / 1000 + 10, interval=0.05,
                        message=f"broker {old} to be fenced (gone from brokers and every ISR)")
     fence_time = time.monotonic() - t_kill
-    record_timing(f"kill -9 -> broker {old} fenced (session timeout {FAST_SESSION_TIMEOUT_MS} ms)", fence_time)
-    assert fence_time >= FAST_SESSION_TIMEOUT_MS / 1000, (
-        f"broker {old} fenced {fence_time:.2f}s after the kill, before the {FAST_SESSION_TIMEOUT_MS} ms session timeout")
+    record_timing(f"kill -9 -> broker {old} fenced (its peers report it, the controller's probe confirms)", fence_time)
+    # A killed broker is fenced when its replication peers report it and the controller's
+    # connection probe is refused, well before the session timeout; the timeout is only
+    # the fallback (a frozen broker).
+    assert fence_time < FAST_SESSION_TIMEOUT_MS / 1000 + 5, f"broker {old} fenced only {fence_time:.2f}s after the kill"
     for name, t in metas[0].topics.items():
         for i, p in t.partitions.items():
             print(f"after fencing {name}[{i}]: leader {p.leader} replicas {p.replicas} isr {p.isr}")
