@@ -71,6 +71,7 @@ ACK_GAP_SANITY_S = 5.0
 # A controlled shutdown hands leadership off in milliseconds; its connection drain
 # gives up after 10 s (rafka-server node.rs DRAIN_TIMEOUT).
 SHUTDOWN_SANITY_S = 5.0
+NOT_LEADER_OR_FOLLOWER = 6
 NOT_ENOUGH_REPLICAS = 19
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 API_INIT_PRODUCER_ID = 22
@@ -813,9 +814,17 @@ def idempotent_batch(values: list[bytes], producer_id: int, epoch: int, base_seq
 
 
 def wire_produce(node: ClusterNode, topic: str, batch: bytes) -> kw.ProducePartitionResult:
+    """Produce v3+ with acks=all.  NOT_LEADER_OR_FOLLOWER is retried for a moment, as a
+    client would: a broker's Metadata may name it leader a few milliseconds before its
+    partition has taken the leadership (nothing is written then)."""
     with node.kafka_socket(timeout=15) as ks:
         version = kw.pick_version(kw.api_versions(ks).ranges, kw.API_PRODUCE, *kw.PRODUCE_VERSIONS)
-        return kw.produce(ks, version, topic, 0, batch, acks=-1, timeout_ms=10000)
+        deadline = time.monotonic() + 5
+        while True:
+            res = kw.produce(ks, version, topic, 0, batch, acks=-1, timeout_ms=10000)
+            if res.error_code != NOT_LEADER_OR_FOLLOWER or time.monotonic() > deadline:
+                return res
+            time.sleep(0.05)
 
 
 def stored_values(node: ClusterNode, topic: str) -> list[tuple[int, bytes]]:
