@@ -440,8 +440,17 @@ impl Partition {
     }
 
     /// Appends batches fetched from the leader, unchanged.
-    pub fn append_as_follower(&self, records: bytes::Bytes) -> Result<(), KafkaError> {
+    ///
+    /// Only while this broker still follows `leader` in `leader_epoch` (checked under
+    /// the state lock, so a late answer from a deposed leader can never be appended
+    /// after this broker has taken over or moved to another leader).
+    pub fn append_as_follower(&self, records: bytes::Bytes, leader: i32, leader_epoch: i32) -> Result<(), KafkaError> {
+        let state = self.state.read();
+        if state.leader != leader || state.leader_epoch != leader_epoch || leader == self.node_id {
+            return Err(ResponseError::FencedLeaderEpoch.into());
+        }
         self.log()?.append_replicated(records)?;
+        drop(state);
         Ok(())
     }
 

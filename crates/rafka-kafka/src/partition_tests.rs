@@ -148,7 +148,8 @@ fn a_follower_follows_the_leaders_high_watermark_within_its_own_log() {
     let batches = l.log().unwrap().read(0, 1 << 20, i64::MAX, true).unwrap().records;
     p.update_follower_high_watermark(4);
     assert_eq!(p.high_watermark(), 0, "nothing of ours to expose yet");
-    p.append_as_follower(batches).unwrap();
+    assert!(p.append_as_follower(batches.clone(), 3, 1).is_err(), "not our leader");
+    p.append_as_follower(batches, 2, 1).unwrap();
     p.update_follower_high_watermark(2);
     assert_eq!(p.high_watermark(), 2);
     p.update_follower_high_watermark(10);

@@ -452,7 +452,7 @@ impl Fetcher {
             return;
         }
         if !data.records.is_empty() {
-            if let Err(e) = partition.append_as_follower(data.records) {
+            if let Err(e) = partition.append_as_follower(data.records, self.leader, target.leader_epoch) {
                 // A late answer for an offset we no longer have (after a truncation) is
                 // simply dropped; the next request asks again from the right place.
                 debug!(code = e.code(), error = ?e.message, "could not append replicated batches");

@@ -537,9 +537,21 @@ impl Node {
             self.heartbeats.abort();
             let unregister = self.quorum.submit_with_retry(ControllerRequest::Unregister { broker_id: self.node_id });
             match tokio::time::timeout(Duration::from_secs(5), unregister).await {
+                // Act on our own fencing (give up leadership, answer waiting produces
+                // NOT_LEADER_OR_FOLLOWER) before anything stops.
+                Ok(Ok(ControllerResponse::Unregistered { offset })) => {
+                    self.replicas.wait_applied(offset, Duration::from_secs(2)).await;
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => warn!(error = %e, "controller did not fence this broker; others will after the session timeout"),
                 Err(_) => warn!("controller did not answer the shutdown request in time"),
+            }
+            // Leave the metadata quorum before the gRPC listener closes: a node that
+            // keeps voting while unreachable could win an election and be a controller
+            // nobody can reach until it exits.
+            self.fetchers.stop_all();
+            if let Err(e) = self.quorum.raft().shutdown().await {
+                warn!(error = %e, "raft shutdown failed");
             }
             info!("shutting down: no new connections; finishing started requests");
             let _ = self.stop.send(true);
@@ -550,10 +562,6 @@ impl Node {
             if drained.is_err() {
                 info!(remaining = self.tasks.len(), "aborting background tasks still busy after the grace period");
                 self.tasks.shutdown().await;
-            }
-            self.fetchers.stop_all();
-            if let Err(e) = self.quorum.raft().shutdown().await {
-                warn!(error = %e, "raft shutdown failed");
             }
             let replicas = self.replicas.clone();
             tokio::task::block_in_place(|| replicas.close_all());
