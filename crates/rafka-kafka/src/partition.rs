@@ -135,6 +135,7 @@ fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> std::io::Result<()> {
 
 impl Partition {
     /// Opens (recovering if needed) the partition's log in `dir`.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         dir: PathBuf,
         topic: &str,
@@ -382,7 +383,7 @@ impl Partition {
         };
         {
             let mut book = self.leader_book.lock();
-            let Some(progress) = book.followers.get_mut(&replica) else { return None };
+            let progress = book.followers.get_mut(&replica)?;
             if fetch_offset >= leader_end_offset {
                 progress.last_caught_up_ms = now_ms;
             } else if fetch_offset >= progress.leader_end_offset_at_last_fetch && progress.last_fetch_ms > 0 {

@@ -286,7 +286,7 @@ impl Fetcher {
 
     /// Builds the next request, or `None` when no partition may be fetched now
     /// (returning the earliest time one may).
-    fn next_request(&self, rotation: usize) -> Result<(ReplicaFetchRequest, u64), Option<Instant>> {
+    fn next_request(&self, rotation: usize) -> Result<ReplicaFetchRequest, Option<Instant>> {
         let set = self.targets.lock();
         let now = Instant::now();
         let mut partitions = Vec::with_capacity(set.targets.len());
@@ -313,18 +313,15 @@ impl Fetcher {
         // Rotate so every partition gets to be first (and so never starved by the size bound).
         let n = partitions.len();
         partitions.rotate_left(rotation % n);
-        Ok((
-            ReplicaFetchRequest {
-                replica_id: self.settings.node_id,
-                max_wait_ms: self.settings.fetch_max_wait.as_millis() as i32,
-                max_bytes: self
-                    .settings
-                    .fetch_response_max_bytes
-                    .min(i32::MAX as usize) as i32,
-                partitions,
-            },
-            set.generation,
-        ))
+        Ok(ReplicaFetchRequest {
+            replica_id: self.settings.node_id,
+            max_wait_ms: self.settings.fetch_max_wait.as_millis() as i32,
+            max_bytes: self
+                .settings
+                .fetch_response_max_bytes
+                .min(i32::MAX as usize) as i32,
+            partitions,
+        })
     }
 
     async fn stream(&self, client: &mut ReplicationServiceClient<Channel>) -> StreamEnd {
@@ -332,15 +329,13 @@ impl Fetcher {
         let generation_at_start = self.targets.lock().generation;
         let call = client.fetch(ReceiverStream::new(outbound));
         // The first request must be on its way before the call can complete.
-        let (mut request, mut rotation) = match self.wait_for_request(0).await {
-            Some(r) => (Some(r), 1usize),
-            None => return StreamEnd::Replaced,
+        let Some(first) = self.wait_for_request(0).await else {
+            return StreamEnd::Replaced;
         };
-        if let Some(r) = request.take() {
-            if requests.send(r).await.is_err() {
-                return StreamEnd::Broken("request stream closed".into());
-            }
+        if requests.send(first).await.is_err() {
+            return StreamEnd::Broken("request stream closed".into());
         }
+        let mut rotation = 1usize;
         let mut responses = match call.await {
             Ok(r) => r.into_inner(),
             Err(status) => return StreamEnd::Broken(status.to_string()),
@@ -386,7 +381,7 @@ impl Fetcher {
                 return None;
             }
             match self.next_request(rotation) {
-                Ok((request, _)) => return Some(request),
+                Ok(request) => return Some(request),
                 Err(earliest) => {
                     let until = earliest.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
                     tokio::select! {
@@ -474,30 +469,30 @@ impl Fetcher {
     /// Our fetch offset is outside the leader's log: below its start (retention moved
     /// on) restart our log there; above its end truncate to its high watermark.
     fn handle_out_of_range(&self, partition: &Partition, data: &PartitionData) {
-        let Ok(log) = partition.log() else { return };
-        let ours = log.log_end_offset();
-        let result = if data.log_start_offset >= 0 && ours < data.log_start_offset {
+        let Ok(ours) = partition.log().map(|log| log.log_end_offset()) else {
+            return;
+        };
+        if data.log_start_offset >= 0 && ours < data.log_start_offset {
             info!(
                 our_end = ours,
                 leader_start = data.log_start_offset,
                 "behind the leader's log start; restarting the log there"
             );
-            log.truncate_fully_and_start_at(data.log_start_offset)
+            let restarted = partition
+                .log()
+                .and_then(|log| log.truncate_fully_and_start_at(data.log_start_offset).map_err(Into::into));
+            if let Err(e) = restarted {
+                warn!(error = ?e.message, "cannot restart the log at the leader's log start");
+            }
         } else if data.high_watermark >= 0 && ours > data.high_watermark {
             info!(
                 our_end = ours,
                 leader_high_watermark = data.high_watermark,
                 "ahead of the leader's log; truncating to its high watermark"
             );
-            drop(log);
-            return if let Err(e) = partition.truncate_to(data.high_watermark) {
+            if let Err(e) = partition.truncate_to(data.high_watermark) {
                 warn!(error = ?e.message, "truncation failed");
-            };
-        } else {
-            return;
-        };
-        if let Err(e) = result {
-            warn!(error = %e, "cannot realign the log with the leader");
+            }
         }
     }
 }
