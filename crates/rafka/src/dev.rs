@@ -8,8 +8,11 @@
 //! - Ctrl-C or SIGTERM stops the nodes in order: SIGTERM to each (a controlled
 //!   shutdown), up to [`STOP_GRACE`], then SIGKILL for stragglers; exit 0. A second
 //!   Ctrl-C skips the wait.
-//! - A node that exits on its own is reported with the tail of its log, the others
-//!   are stopped, and the command fails.
+//! - A node that exits on its own before the cluster is up is reported with the
+//!   tail of its log, the others are stopped, and the command fails. Once the
+//!   cluster is up, a node that exits (say, killed to watch a failover) is reported
+//!   with the command that starts it again, and the others keep running; the command
+//!   fails only when no node is left.
 //!
 //! The parts: [`plan`] lays out ports and paths and [`server_properties`] writes a
 //! node's configuration (both pure, unit-tested); `wait_ready` probes the nodes with
@@ -158,7 +161,8 @@ fn escape_property_value(value: &str) -> String {
     out
 }
 
-/// Runs `rafka dev` until Ctrl-C or SIGTERM (Ok) or a node's unexpected exit (Err).
+/// Runs `rafka dev` until Ctrl-C or SIGTERM (Ok), a node's exit during start-up, or
+/// the exit of the last node (Err).
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let nodes = plan(args.brokers, &args.data_dir, args.base_port)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
