@@ -186,6 +186,8 @@ class Broker:
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "log.dirs": str(self.data_dir),
+            # A single broker cannot hold Kafka's default of three offsets replicas.
+            "offsets.topic.replication.factor": "1",
         }
         defaults.update(overrides or {})
         self.overrides = {k: v for k, v in defaults.items() if v is not None}
@@ -473,7 +475,8 @@ class ClusterNode(Broker):
                  props: dict[str, str]):
         # No --override flags: every setting comes from the file.
         no_defaults: dict[str, str | None] = {
-            "node.id": None, "listeners": None, "advertised.listeners": None, "log.dirs": None}
+            "node.id": None, "listeners": None, "advertised.listeners": None, "log.dirs": None,
+            "offsets.topic.replication.factor": None}
         super().__init__(workdir, overrides=no_defaults, config_text="", port=kafka_port)
         self.node_id = node_id
         self.grpc_port = grpc_port
@@ -569,6 +572,7 @@ class Cluster:
                 "controller.quorum.voters": voters,
                 "log.dirs": str(workdir / f"node{i}" / "data"),
                 "default.replication.factor": "3",
+                "offsets.topic.replication.factor": str(min(3, size)),
             }
             props.update(extra or {})
             self.nodes[i] = ClusterNode(workdir / f"node{i}", i, kafka_ports[i - 1], grpc_ports[i - 1], props)

@@ -62,6 +62,10 @@ pub struct BrokerContext {
     pub failover_gate: Arc<crate::failover_gate::FailoverGate>,
     /// Hands out producer ids for InitProducerId.
     pub producer_ids: crate::handlers::producer_ids::ProducerIdAllocator,
+    /// The consumer groups this broker coordinates.
+    pub groups: Arc<rafka_group::GroupCoordinator>,
+    /// How `__consumer_offsets` is created.
+    pub offsets_topic: crate::handlers::find_coordinator::OffsetsTopicSettings,
 }
 
 impl std::fmt::Debug for BrokerContext {

@@ -27,6 +27,7 @@ pub mod connection;
 pub mod context;
 pub mod errors;
 pub mod failover_gate;
+pub mod group_log;
 pub mod handlers;
 pub mod partition;
 pub mod replica_manager;

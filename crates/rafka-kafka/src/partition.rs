@@ -256,6 +256,53 @@ impl Partition {
         self.high_watermark.subscribe()
     }
 
+    /// Waits until the high watermark reaches `required` while this broker still leads
+    /// in `leader_epoch`: NOT_LEADER_OR_FOLLOWER as soon as leadership moves, and at
+    /// `deadline` NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below
+    /// `min.insync.replicas`, else REQUEST_TIMED_OUT.
+    pub async fn wait_for_high_watermark(
+        &self,
+        required: i64,
+        leader_epoch: i32,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), KafkaError> {
+        let mut hw = self.watch_high_watermark();
+        let mut state_changes = self.watch_state();
+        loop {
+            if *hw.borrow_and_update() >= required {
+                return Ok(());
+            }
+            let state = self.state();
+            if state.leader != self.node_id || state.leader_epoch != leader_epoch {
+                return Err(KafkaError::with_message(
+                    ResponseError::NotLeaderOrFollower,
+                    "leadership moved before the batch was replicated to the in-sync replicas",
+                ));
+            }
+            tokio::select! {
+                _ = hw.changed() => {}
+                _ = state_changes.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    if *hw.borrow() >= required {
+                        return Ok(());
+                    }
+                    let state = self.state();
+                    return Err(if state.isr.len() < state.min_insync_replicas {
+                        KafkaError::with_message(
+                            ResponseError::NotEnoughReplicasAfterAppend,
+                            format!("the ISR shrank to {:?}, below min.insync.replicas={}, after the batch was written", state.isr, state.min_insync_replicas),
+                        )
+                    } else {
+                        KafkaError::with_message(
+                            ResponseError::RequestTimedOut,
+                            "the batch was not replicated to the in-sync replicas before the request timeout",
+                        )
+                    });
+                }
+            }
+        }
+    }
+
     /// Checks a client's view of the leader epoch (KIP-320): older → FENCED_LEADER_EPOCH,
     /// newer → UNKNOWN_LEADER_EPOCH. -1 means the client does not know and skips the check.
     pub fn check_leader_epoch(&self, client_epoch: i32) -> Result<(), KafkaError> {

@@ -106,6 +106,15 @@ const KNOWN_KEYS: &[KeyDef] = &[
     key("leader.imbalance.check.interval.seconds", Some("300")),
     key("cluster.id", None),
     key("broker.rack", None),
+    key("offsets.topic.num.partitions", Some("50")),
+    key("offsets.topic.replication.factor", Some("3")),
+    key("offsets.topic.segment.bytes", Some("104857600")),
+    key("offsets.commit.timeout.ms", Some("5000")),
+    key("offset.metadata.max.bytes", Some("4096")),
+    key("group.initial.rebalance.delay.ms", Some("3000")),
+    key("group.min.session.timeout.ms", Some("6000")),
+    key("group.max.session.timeout.ms", Some("1800000")),
+    key("group.max.size", Some("2147483647")),
 ];
 
 /// Aliases Kafka accepts for a key.
@@ -256,6 +265,11 @@ pub struct BrokerConfig {
     pub log_flush_offset_checkpoint_interval_ms: u64,
     pub cluster_id: Option<String>,
     pub broker_rack: Option<String>,
+    /// How `__consumer_offsets` is created (`offsets.topic.*`).
+    pub offsets_topic: rafka_kafka::handlers::find_coordinator::OffsetsTopicSettings,
+    /// The group coordinator's limits and timeouts (`group.*`, `offsets.commit.timeout.ms`,
+    /// `offset.metadata.max.bytes`).
+    pub group_coordinator: rafka_group::CoordinatorSettings,
     topic_defaults: BTreeMap<&'static str, String>,
     settings: Settings,
 }
@@ -547,6 +561,32 @@ impl BrokerConfig {
             log_flush_offset_checkpoint_interval_ms: r.long("log.flush.offset.checkpoint.interval.ms", 1, i64::MAX)? as u64,
             cluster_id: r.optional("cluster.id"),
             broker_rack: r.optional("broker.rack"),
+            offsets_topic: rafka_kafka::handlers::find_coordinator::OffsetsTopicSettings {
+                num_partitions: r.long("offsets.topic.num.partitions", 1, 100_000)? as i32,
+                replication_factor: r.long("offsets.topic.replication.factor", 1, i16::MAX as i64)? as i16,
+                segment_bytes: r.long("offsets.topic.segment.bytes", 1024, i32::MAX as i64)?,
+            },
+            group_coordinator: {
+                let min_session = r.long("group.min.session.timeout.ms", 1, i32::MAX as i64)? as i32;
+                let max_session = r.long("group.max.session.timeout.ms", 1, i32::MAX as i64)? as i32;
+                if max_session < min_session {
+                    return Err(r.invalid(
+                        "group.max.session.timeout.ms",
+                        format!("must not be below group.min.session.timeout.ms ({min_session})"),
+                    ));
+                }
+                rafka_group::CoordinatorSettings {
+                    group: rafka_group::GroupSettings {
+                        initial_rebalance_delay_ms: r.long("group.initial.rebalance.delay.ms", 0, i32::MAX as i64)?,
+                        min_session_timeout_ms: min_session,
+                        max_session_timeout_ms: max_session,
+                        max_size: r.long("group.max.size", 1, i32::MAX as i64)? as usize,
+                    },
+                    offset_metadata_max_bytes: r.long("offset.metadata.max.bytes", 0, i32::MAX as i64)? as usize,
+                    commit_timeout: std::time::Duration::from_millis(r.long("offsets.commit.timeout.ms", 1, i32::MAX as i64)? as u64),
+                    tick_interval: std::time::Duration::from_millis(100),
+                }
+            },
             topic_defaults,
             settings,
         })

@@ -29,7 +29,7 @@ use rafka_replication::isr::IsrChanges;
 use rafka_replication::leader::LeaderService;
 use rafka_replication::{ReplicationSettings, SuspectReporter};
 use rafka_metadata::records::{BrokerEndpoint, BrokerRegistration};
-use rafka_metadata::{Controller, ControllerError, MetadataLog};
+use rafka_metadata::{Controller, ControllerError, MetadataImage, MetadataLog};
 use rafka_raft::{LogStore, NodeId, Raft, RaftMetadataLog, RaftStorageError, StateMachine};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -412,12 +412,19 @@ impl Node {
         let mut images = images;
         let _ = images.wait_for(|image| image.offset >= registered_at).await;
 
+        let groups = rafka_group::GroupCoordinator::new(
+            node_id,
+            config.group_coordinator.clone(),
+            Arc::new(rafka_kafka::group_log::ReplicaOffsetsLog::new(replicas.clone())),
+        );
         let first_image = images.borrow_and_update().clone();
         tokio::task::block_in_place(|| replicas.apply_image(&first_image));
         fetchers.reconcile(&first_image);
+        update_group_coordinator(&groups, &first_image, node_id);
         {
             let replicas = replicas.clone();
             let fetchers = fetchers.clone();
+            let groups = groups.clone();
             let mut stop = stop_rx.clone();
             tasks.spawn(
                 async move {
@@ -429,6 +436,7 @@ impl Node {
                                 let image = images.borrow_and_update().clone();
                                 tokio::task::block_in_place(|| replicas.apply_image(&image));
                                 fetchers.reconcile(&image);
+                                update_group_coordinator(&groups, &image, node_id);
                             }
                         }
                     }
@@ -459,6 +467,19 @@ impl Node {
                 .in_current_span(),
             )
         };
+        {
+            let groups = groups.clone();
+            let mut stop = stop_rx.clone();
+            tasks.spawn(
+                async move {
+                    tokio::select! {
+                        _ = rafka_kafka::server::until_shutdown(&mut stop) => {}
+                        _ = groups.run_ticker() => {}
+                    }
+                }
+                .in_current_span(),
+            );
+        }
         tasks.spawn(isr_changes.clone().run_shrink_checks(replication_settings.replica_lag_time_max, stop_rx.clone()).in_current_span());
         spawn_periodic(&mut tasks, &stop_rx, config.log_retention_check_interval_ms, {
             let replicas = replicas.clone();
@@ -489,6 +510,8 @@ impl Node {
             },
             broker_configs: config.effective(),
             producer_ids: rafka_kafka::handlers::producer_ids::ProducerIdAllocator::new(),
+            groups: groups.clone(),
+            offsets_topic: config.offsets_topic.clone(),
             failover_gate,
         });
         let tracker = ConnectionTracker::new(config.max_connections);
@@ -609,4 +632,15 @@ pub fn log_configuration(config: &BrokerConfig) {
     for (key, origin) in config.unknown_keys() {
         warn!(key = %key, origin = %origin, "unknown configuration key {key} (from {origin}) is ignored");
     }
+}
+
+/// Tells the group coordinator which `__consumer_offsets` partitions this broker leads.
+fn update_group_coordinator(groups: &Arc<rafka_group::GroupCoordinator>, image: &MetadataImage, node_id: i32) {
+    let Some(topic) = image.topic_by_name(rafka_group::OFFSETS_TOPIC) else {
+        groups.on_leadership(0, &[]);
+        return;
+    };
+    let led: Vec<(i32, i32)> =
+        topic.partitions.values().filter(|p| p.leader == node_id).map(|p| (p.partition, p.leader_epoch)).collect();
+    groups.on_leadership(topic.partitions.len() as i32, &led);
 }

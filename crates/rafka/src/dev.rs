@@ -138,7 +138,11 @@ pub fn server_properties(node: &NodePlan, nodes: &[NodePlan], data_path: &Path) 
          inter.broker.listener.name=BROKER\n\
          controller.quorum.voters={voters}\n\
          log.dirs={data}\n\
-         default.replication.factor={replication}\n",
+         default.replication.factor={replication}\n\
+         # Consumer groups: __consumer_offsets is replicated like the topics (never to more\n\
+         # nodes than the cluster has), and a group's first rebalance starts at once.\n\
+         offsets.topic.replication.factor={replication}\n\
+         group.initial.rebalance.delay.ms=0\n",
         id = node.id,
         n = nodes.len(),
         voters = voters.join(","),
@@ -285,6 +289,12 @@ fn print_banner(cluster: &Cluster, data_dir: &Path) {
             node.plan.kafka_port,
             node.plan.grpc_port,
             node.plan.log_path().display()
+        );
+    }
+    let replication = plans.len().min(3);
+    if replication < 3 {
+        println!(
+            "Replication factor {replication} for new topics and __consumer_offsets (Kafka's usual 3 needs 3 brokers)."
         );
     }
     println!("Try: rafka topics --bootstrap-server {bootstrap} --describe");

@@ -61,7 +61,7 @@ fn topic_response(topic: &TopicImage, version: i16, include_ops: bool) -> Metada
     let response = MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.topic_id)
-        .with_is_internal(false)
+        .with_is_internal(topic.name == rafka_group::OFFSETS_TOPIC)
         .with_partitions(partitions);
     if include_ops && version >= 8 {
         response.with_topic_authorized_operations(TOPIC_OPERATIONS)

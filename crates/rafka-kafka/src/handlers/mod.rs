@@ -22,6 +22,7 @@ pub mod describe_cluster;
 pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
@@ -39,7 +40,12 @@ fn ready(response: ResponseKind) -> Pending {
 /// Starts `request`; see the module doc.
 pub async fn start(ctx: &Arc<BrokerContext>, conn: &Arc<ConnectionInfo>, request: Request) -> Pending {
     let v = request.version;
-    match request.body {
+    let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let body = match groups::start(ctx, conn, client_id, request.body, v) {
+        Ok(pending) => return pending,
+        Err(body) => body,
+    };
+    match body {
         RequestKind::Produce(r) => produce::start(ctx.clone(), r, v),
         RequestKind::Fetch(r) => {
             let ctx = ctx.clone();
@@ -47,7 +53,9 @@ pub async fn start(ctx: &Arc<BrokerContext>, conn: &Arc<ConnectionInfo>, request
         }
         RequestKind::ApiVersions(_) => ready(ResponseKind::ApiVersions(api_versions::response(0))),
         RequestKind::Metadata(r) => ready(ResponseKind::Metadata(metadata::handle(ctx, conn, r, v).await)),
-        RequestKind::FindCoordinator(r) => ready(ResponseKind::FindCoordinator(find_coordinator::handle(r, v))),
+        RequestKind::FindCoordinator(r) => {
+            ready(ResponseKind::FindCoordinator(find_coordinator::handle(ctx, conn, r, v).await))
+        }
         RequestKind::ListOffsets(r) => ready(ResponseKind::ListOffsets(list_offsets::handle(ctx, r, v))),
         RequestKind::CreateTopics(r) => ready(ResponseKind::CreateTopics(admin::create_topics(ctx, r, v).await)),
         RequestKind::DeleteTopics(r) => ready(ResponseKind::DeleteTopics(admin::delete_topics(ctx, r, v).await)),
