@@ -1032,3 +1032,29 @@ fn apply_record(groups: &mut HashMap<String, Group>, key: RecordKey, value: Opti
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_for_matches_kafkas_java_hash() {
+        // Java: "my-group".hashCode() == -1_906_497_762 → abs % 50 == 12.
+        assert_eq!(partition_for("my-group", 50), 12);
+        // "polygenelubricants".hashCode() == Integer.MIN_VALUE → Utils.abs gives 0.
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        assert_eq!(partition_for("", 50), 0);
+        // Whatever the hash, the partition is in range.
+        for id in ["a", "consumer-group-7", "ünïcode", "g".repeat(200).as_str()] {
+            assert!((0..50).contains(&partition_for(id, 50)));
+        }
+    }
+
+    #[test]
+    fn store_errors_map_to_what_group_clients_retry_on() {
+        assert_eq!(store_error(ResponseError::NotLeaderOrFollower), ResponseError::NotCoordinator);
+        assert_eq!(store_error(ResponseError::NotEnoughReplicas), ResponseError::CoordinatorNotAvailable);
+        assert_eq!(store_error(ResponseError::RequestTimedOut), ResponseError::CoordinatorNotAvailable);
+        assert_eq!(store_error(ResponseError::MessageTooLarge), ResponseError::InvalidCommitOffsetSize);
+    }
+}

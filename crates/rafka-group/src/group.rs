@@ -992,3 +992,7 @@ impl Group {
     }
 
 }
+
+#[cfg(test)]
+#[path = "group_tests.rs"]
+mod tests;
