@@ -95,12 +95,13 @@ def test_create_topic_with_invalid_config_value_fails_with_invalid_config(broker
     assert topic not in broker.admin().list_topics(timeout=10).topics
 
 
-def test_create_topic_with_compact_cleanup_policy_fails_with_invalid_config(broker):
-    topic = unique_topic("compact")
+def test_create_topic_with_an_unknown_cleanup_policy_fails_with_invalid_config(broker):
+    topic = unique_topic("shred")
     err = create_error(broker, NewTopic(topic, num_partitions=1, replication_factor=1,
-                                        config={"cleanup.policy": "compact"}))
+                                        config={"cleanup.policy": "compact,shred"}))
 
     assert err.code() == KafkaError.INVALID_CONFIG, str(err)
+    assert "shred" in str(err), str(err)
 
 
 def test_create_topic_with_replication_factor_above_broker_count_fails(broker):
@@ -170,7 +171,7 @@ def test_incremental_alter_configs_delete_restores_default(broker):
     assert cfg(entry) == ("-1", ConfigSource.DEFAULT_CONFIG)
 
 
-@pytest.mark.parametrize("name,value", [("cleanup.policy", "compact"), ("retention.ms", "soon"),
+@pytest.mark.parametrize("name,value", [("cleanup.policy", "shred"), ("retention.ms", "soon"),
                                         ("message.timestamp.type", "WallClock")])
 def test_incremental_alter_configs_with_invalid_value_fails_with_invalid_config(broker, name, value):
     topic = unique_topic("alter-bad")

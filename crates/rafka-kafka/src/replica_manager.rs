@@ -7,6 +7,12 @@
 //! recognised by the topic id in `partition.metadata`). After each image it publishes
 //! the image offset it has applied, so a handler that committed a change can wait until
 //! this broker acts on it.
+//!
+//! Background duties over every hosted replica: [`ReplicaManager::enforce_retention`]
+//! (rolling and `delete` retention) and the log cleaner,
+//! [`ReplicaManager::run_log_cleaner`], which compacts every replica (leader or
+//! follower: each cleans its own log) of a topic whose `cleanup.policy` includes
+//! `compact`, one partition at a time on a blocking thread, never past the high watermark.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,11 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use rafka_metadata::topic_config::TopicDefaults;
+use rafka_metadata::topic_config::{cleanup_policy_includes, TopicDefaults};
 use rafka_metadata::{MetadataImage, TopicImage};
-use rafka_storage::{LogConfig, StorageError, TimestampType};
+use rafka_storage::{LogConfig, StorageError, TimestampType, DEFAULT_MIN_CLEANABLE_DIRTY_RATIO};
 use tokio::sync::{watch, Notify};
-use tracing::{info, warn};
+use tracing::{info, info_span, warn};
 use uuid::Uuid;
 
 use crate::partition::{recorded_topic_id, Partition, ReplicaState};
@@ -70,6 +76,7 @@ pub fn log_config_for(defaults: &TopicDefaults, overrides: &BTreeMap<String, Str
     };
     let num = |key: &str| -> i64 { get(key).parse().unwrap_or(-1) };
     let optional = |key: &str| -> Option<i64> { Some(num(key)).filter(|v| *v >= 0) };
+    let policy = get("cleanup.policy");
     LogConfig {
         segment_bytes: num("segment.bytes").max(14) as u64,
         segment_ms: optional("segment.ms"),
@@ -81,9 +88,24 @@ pub fn log_config_for(defaults: &TopicDefaults, overrides: &BTreeMap<String, Str
         } else {
             TimestampType::CreateTime
         },
-        delete_retention: get("cleanup.policy").split(',').any(|p| p.trim() == "delete"),
+        delete_retention: cleanup_policy_includes(&policy, "delete"),
+        compact: cleanup_policy_includes(&policy, "compact"),
+        delete_retention_ms: num("delete.retention.ms").max(0),
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(DEFAULT_MIN_CLEANABLE_DIRTY_RATIO),
+        min_compaction_lag_ms: num("min.compaction.lag.ms").max(0),
+        max_compaction_lag_ms: num("max.compaction.lag.ms").max(1),
         ..LogConfig::default()
     }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn min_insync_replicas(defaults: &TopicDefaults, topic: &TopicImage) -> usize {
@@ -308,6 +330,56 @@ impl ReplicaManager {
         }
     }
 
+    /// One log-cleaner round: a compaction pass over every hosted partition whose
+    /// `cleanup.policy` includes `compact`, one at a time, each bounded by its high
+    /// watermark (storage also stops at the active segment). Blocking: run it on a
+    /// blocking thread.
+    pub fn clean_compacted_logs(&self, now_ms: i64) {
+        for p in self.all() {
+            let Ok(log) = p.log() else { continue };
+            if !log.config().compact {
+                continue;
+            }
+            let _span = info_span!("log_cleaner", topic = %p.topic, partition = p.index).entered();
+            match log.compact(now_ms, p.high_watermark()) {
+                Ok(None) => {}
+                Ok(Some(stats)) => info!(
+                    segments = stats.segments,
+                    records_kept = stats.records_kept,
+                    records_removed = stats.records_removed,
+                    tombstones_removed = stats.tombstones_removed,
+                    bytes_before = stats.bytes_before,
+                    bytes_after = stats.bytes_after,
+                    dirty_ratio = stats.dirty_ratio,
+                    cleaned_up_to = stats.cleaned_up_to,
+                    abandoned = stats.abandoned,
+                    "compacted log"
+                ),
+                Err(e) => warn!(error = %e, "log compaction failed"),
+            }
+        }
+    }
+
+    /// The log cleaner: every `backoff`, [`ReplicaManager::clean_compacted_logs`] on a
+    /// blocking thread (one round at a time), until `stop` turns true.
+    pub async fn run_log_cleaner(self: Arc<Self>, backoff: Duration, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(backoff.max(Duration::from_millis(1)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = crate::server::until_shutdown(&mut stop) => break,
+                _ = ticker.tick() => {
+                    let replicas = self.clone();
+                    let round = tokio::task::spawn_blocking(move || replicas.clean_compacted_logs(wall_clock_ms()));
+                    if let Err(e) = round.await {
+                        warn!(error = %e, "log cleaner round panicked");
+                    }
+                }
+            }
+        }
+    }
+
     /// Flushes every partition and checkpoints recovery points and high watermarks.
     pub fn flush_all(&self) {
         for p in self.all() {
@@ -359,5 +431,26 @@ mod tests {
         assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
         assert_eq!(c.max_message_bytes, 1048588);
         assert!(c.delete_retention);
+        assert!(!c.compact);
+    }
+
+    #[test]
+    fn compaction_settings_reach_the_log_config() {
+        let defaults = TopicDefaults::from_broker(|k| (k == "log.cleaner.delete.retention.ms").then(|| "5000".to_string()));
+        let mut overrides = BTreeMap::new();
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        let c = log_config_for(&defaults, &overrides);
+        assert!(c.compact && !c.delete_retention, "pure compact turns retention deletion off");
+        assert_eq!(c.delete_retention_ms, 5000);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!((c.min_compaction_lag_ms, c.max_compaction_lag_ms), (0, i64::MAX));
+
+        overrides.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        overrides.insert("min.cleanable.dirty.ratio".to_string(), "0.1".to_string());
+        overrides.insert("min.compaction.lag.ms".to_string(), "60000".to_string());
+        let c = log_config_for(&defaults, &overrides);
+        assert!(c.compact && c.delete_retention);
+        assert_eq!((c.min_cleanable_dirty_ratio, c.min_compaction_lag_ms), (0.1, 60000));
+        c.validate().unwrap();
     }
 }

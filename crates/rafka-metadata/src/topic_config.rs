@@ -15,6 +15,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -75,20 +76,40 @@ fn validate_max_message_bytes(v: &str) -> Result<String, String> {
     int_at_least(0)(v)
 }
 fn validate_cleanup_policy(v: &str) -> Result<String, String> {
-    let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let mut items: Vec<&str> = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item {
+            "delete" | "compact" => {
+                if !items.contains(&item) {
+                    items.push(item);
+                }
+            }
+            other => return Err(format!("unknown policy {other:?}; valid: compact, delete")),
+        }
+    }
     if items.is_empty() {
         return Err("must name at least one policy".to_string());
     }
-    for item in &items {
-        match *item {
-            "delete" => {}
-            "compact" => {
-                return Err("log compaction is not supported yet; use \"delete\"".to_string())
-            }
-            other => return Err(format!("unknown policy {other:?}; valid: delete")),
-        }
-    }
     Ok(items.join(","))
+}
+
+/// Whether a `cleanup.policy` value (as validated) includes `policy`.
+pub fn cleanup_policy_includes(value: &str, policy: &str) -> bool {
+    value.split(',').any(|p| p.trim() == policy)
+}
+
+fn validate_ratio(v: &str) -> Result<String, String> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r.to_string()),
+        Ok(r) => Err(format!("must be between 0 and 1, got {r}")),
+        Err(_) => Err("not a number".to_string()),
+    }
+}
+fn validate_non_negative_ms(v: &str) -> Result<String, String> {
+    long_at_least(0)(v)
+}
+fn validate_positive_ms(v: &str) -> Result<String, String> {
+    long_at_least(1)(v)
 }
 fn validate_timestamp_type(v: &str) -> Result<String, String> {
     match v.trim() {
@@ -129,8 +150,24 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         broker_synonym: "log.cleanup.policy",
         config_type: ConfigType::List,
         kafka_default: "delete",
-        documentation: "What happens to old segments: \"delete\" removes them by retention time and size.",
+        documentation: "What happens to old segments: \"delete\" removes them by retention time and size; \"compact\" keeps only the latest record of each key; \"compact,delete\" does both.",
         validate: validate_cleanup_policy,
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_synonym: "log.cleaner.delete.retention.ms",
+        config_type: ConfigType::Long,
+        kafka_default: "86400000",
+        documentation: "Compacted topics: how long tombstones (null values) are kept, counted from the newest record of their segment.",
+        validate: validate_non_negative_ms,
+    },
+    TopicConfigDef {
+        name: "max.compaction.lag.ms",
+        broker_synonym: "log.cleaner.max.compaction.lag.ms",
+        config_type: ConfigType::Long,
+        kafka_default: "9223372036854775807",
+        documentation: "Compacted topics: compact regardless of the dirty ratio once the oldest uncompacted record in a closed segment is this old.",
+        validate: validate_positive_ms,
     },
     TopicConfigDef {
         name: "max.message.bytes",
@@ -147,6 +184,22 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kafka_default: "CreateTime",
         documentation: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock.",
         validate: validate_timestamp_type,
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_synonym: "log.cleaner.min.cleanable.ratio",
+        config_type: ConfigType::Double,
+        kafka_default: "0.5",
+        documentation: "Compacted topics: compact when the uncompacted share of the closed segments reaches this ratio.",
+        validate: validate_ratio,
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_synonym: "log.cleaner.min.compaction.lag.ms",
+        config_type: ConfigType::Long,
+        kafka_default: "0",
+        documentation: "Compacted topics: segments holding records younger than this are not compacted yet.",
+        validate: validate_non_negative_ms,
     },
     TopicConfigDef {
         name: "min.insync.replicas",
@@ -287,8 +340,42 @@ mod tests {
         assert!(err.to_string().contains("soon"));
         assert!(validate_topic_config("min.insync.replicas", "0").is_err());
         assert!(validate_topic_config("segment.bytes", "99999999999").is_err());
-        assert!(validate_topic_config("cleanup.policy", "compact").is_err());
+        assert!(validate_topic_config("cleanup.policy", "shred").is_err());
+        assert!(validate_topic_config("cleanup.policy", " , ").is_err());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "half").is_err());
+        assert!(validate_topic_config("delete.retention.ms", "-1").is_err());
+        assert!(validate_topic_config("max.compaction.lag.ms", "0").is_err());
         assert!(validate_topic_config("no.such.key", "1").is_err());
+    }
+
+    #[test]
+    fn cleanup_policy_accepts_compact_delete_and_both() {
+        assert_eq!(validate_topic_config("cleanup.policy", "compact").unwrap(), "compact");
+        assert_eq!(
+            validate_topic_config("cleanup.policy", "compact, delete,compact").unwrap(),
+            "compact,delete"
+        );
+        assert!(cleanup_policy_includes("compact,delete", "delete"));
+        assert!(cleanup_policy_includes("compact,delete", "compact"));
+        assert!(!cleanup_policy_includes("delete", "compact"));
+    }
+
+    #[test]
+    fn compaction_keys_have_kafka_names_types_and_defaults() {
+        let expect = [
+            ("delete.retention.ms", "log.cleaner.delete.retention.ms", ConfigType::Long, "86400000"),
+            ("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", ConfigType::Double, "0.5"),
+            ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", ConfigType::Long, "0"),
+            ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", ConfigType::Long, "9223372036854775807"),
+        ];
+        for (name, synonym, config_type, default) in expect {
+            let def = topic_config_def(name).unwrap();
+            assert_eq!((def.broker_synonym, def.config_type, def.kafka_default), (synonym, config_type, default));
+            assert_eq!(def.validate(default).unwrap(), default, "{name}");
+        }
+        assert_eq!(ConfigType::Double as i8, 6);
+        assert_eq!(validate_topic_config("min.cleanable.dirty.ratio", " 0.25 ").unwrap(), "0.25");
     }
 
     #[test]

@@ -99,6 +99,12 @@ const KNOWN_KEYS: &[KeyDef] = &[
     key("log.retention.check.interval.ms", Some("300000")),
     key("log.flush.offset.checkpoint.interval.ms", Some("60000")),
     key("log.cleanup.policy", Some("delete")),
+    key("log.cleaner.enable", Some("true")),
+    key("log.cleaner.backoff.ms", Some("15000")),
+    key("log.cleaner.delete.retention.ms", Some("86400000")),
+    key("log.cleaner.min.cleanable.ratio", Some("0.5")),
+    key("log.cleaner.min.compaction.lag.ms", Some("0")),
+    key("log.cleaner.max.compaction.lag.ms", Some("9223372036854775807")),
     key("log.message.timestamp.type", Some("CreateTime")),
     key("min.insync.replicas", Some("1")),
     key("unclean.leader.election.enable", Some("false")),
@@ -263,6 +269,10 @@ pub struct BrokerConfig {
     pub fetch_max_bytes: usize,
     pub log_retention_check_interval_ms: u64,
     pub log_flush_offset_checkpoint_interval_ms: u64,
+    /// Run the log cleaner (compaction of `cleanup.policy=compact` topics).
+    pub log_cleaner_enable: bool,
+    /// How often the log cleaner looks for logs to compact.
+    pub log_cleaner_backoff_ms: u64,
     pub cluster_id: Option<String>,
     pub broker_rack: Option<String>,
     /// How `__consumer_offsets` is created (`offsets.topic.*`).
@@ -534,6 +544,14 @@ impl BrokerConfig {
         topic_default("cleanup.policy", "log.cleanup.policy", r.string("log.cleanup.policy"))?;
         topic_default("unclean.leader.election.enable", "unclean.leader.election.enable", r.string("unclean.leader.election.enable"))?;
         topic_default("message.timestamp.type", "log.message.timestamp.type", r.string("log.message.timestamp.type"))?;
+        for (topic_key, broker_key) in [
+            ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
+            ("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio"),
+            ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
+            ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
+        ] {
+            topic_default(topic_key, broker_key, r.string(broker_key))?;
+        }
 
         Ok(BrokerConfig {
             node_id,
@@ -559,6 +577,8 @@ impl BrokerConfig {
             fetch_max_bytes: r.long("fetch.max.bytes", 1024, i32::MAX as i64)? as usize,
             log_retention_check_interval_ms: r.long("log.retention.check.interval.ms", 1, i64::MAX)? as u64,
             log_flush_offset_checkpoint_interval_ms: r.long("log.flush.offset.checkpoint.interval.ms", 1, i64::MAX)? as u64,
+            log_cleaner_enable: r.boolean("log.cleaner.enable")?,
+            log_cleaner_backoff_ms: r.long("log.cleaner.backoff.ms", 1, i64::MAX)? as u64,
             cluster_id: r.optional("cluster.id"),
             broker_rack: r.optional("broker.rack"),
             offsets_topic: rafka_kafka::handlers::find_coordinator::OffsetsTopicSettings {
@@ -753,5 +773,31 @@ mod tests {
         let (v, source) = c.topic_defaults().effective("retention.ms", &overrides).unwrap();
         assert_eq!(v, "604800000");
         assert_eq!(source, rafka_metadata::topic_config::ConfigSource::Default);
+    }
+
+    #[test]
+    fn log_cleaner_settings_are_read_and_their_topic_synonyms_validated() {
+        let c = load("", &[], &[]).unwrap();
+        assert!(c.log_cleaner_enable);
+        assert_eq!(c.log_cleaner_backoff_ms, 15000);
+        let c = load(
+            "log.cleaner.enable=false
+log.cleaner.backoff.ms=200
+log.cleaner.min.cleanable.ratio=0.1
+log.cleaner.delete.retention.ms=1000
+",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(!c.log_cleaner_enable);
+        assert_eq!(c.log_cleaner_backoff_ms, 200);
+        let (ratio, source) = c.topic_defaults().effective("min.cleanable.dirty.ratio", &BTreeMap::new()).unwrap();
+        assert_eq!((ratio.as_str(), source), ("0.1", rafka_metadata::topic_config::ConfigSource::StaticBroker));
+        assert_eq!(c.topic_defaults().effective("delete.retention.ms", &BTreeMap::new()).unwrap().0, "1000");
+        assert!(load("log.cleaner.min.cleanable.ratio=2
+", &[], &[]).is_err());
+        assert!(load("log.cleaner.backoff.ms=0
+", &[], &[]).is_err());
     }
 }

@@ -485,6 +485,10 @@ impl Node {
             let replicas = replicas.clone();
             move || replicas.enforce_retention(now_ms())
         });
+        if config.log_cleaner_enable {
+            let backoff = Duration::from_millis(config.log_cleaner_backoff_ms);
+            tasks.spawn(replicas.clone().run_log_cleaner(backoff, stop_rx.clone()).in_current_span());
+        }
         spawn_periodic(&mut tasks, &stop_rx, config.log_flush_offset_checkpoint_interval_ms, {
             let replicas = replicas.clone();
             move || replicas.flush_all()

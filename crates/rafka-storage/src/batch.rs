@@ -15,9 +15,14 @@
 //! for `LogAppendTime` topics or when a producer's `maxTimestamp` is wrong,
 //! the attributes and `maxTimestamp` followed by a CRC recomputation.
 //!
+//! Compaction is the exception: it rewrites batches that lost records
+//! (`rebuild_batch` keeps every header field but the lengths, the count and
+//! the CRC, and recompresses with the batch's codec).
+//!
 //! Layers, from the bottom: [`BatchHeader::parse`] decodes one header;
 //! [`batches`] walks a buffer of concatenated batches and stops quietly at an
-//! incomplete tail; [`records`] iterates the records of an uncompressed batch;
+//! incomplete tail; [`records`] iterates the records of an uncompressed batch,
+//! [`decompressed_records`] and [`record_spans`] those of any batch;
 //! [`BatchBuilder`] encodes uncompressed batches (used by the group coordinator
 //! and by tests); [`test_support`] has the helpers the tests of every crate use.
 //! The crate-private `validate_*` functions are the checks made on append.
@@ -412,9 +417,9 @@ fn parse_record<'a>(data: &'a [u8], pos: &mut usize) -> Result<Record<'a>, Strin
 }
 
 /// Iterates the records of one uncompressed batch. `batch` must start at the
-/// batch header and hold the whole batch. Fails for compressed batches (this
-/// crate has no codecs). The iterator yields an error and stops on a malformed
-/// record or when bytes are left over after the declared record count.
+/// batch header and hold the whole batch. Fails for compressed batches (see
+/// [`decompressed_records`]). The iterator yields an error and stops on a
+/// malformed record or when bytes are left over after the declared record count.
 pub fn records(
     batch: &[u8],
 ) -> Result<impl Iterator<Item = Result<Record<'_>, StorageError>> + '_, StorageError> {
@@ -429,18 +434,52 @@ pub fn records(
     }
     if header.compression() != 0 {
         return Err(StorageError::InvalidArgument(format!(
-            "cannot read records of batch at offset {}: compression codec {} is not supported by storage",
+            "cannot read records of batch at offset {} in place: it is compressed with codec {}",
             header.base_offset,
             header.compression()
         )));
     }
+    Ok(record_spans(&header, &batch[BatchHeader::SIZE..total])?
+        .map(|r| r.map(|(record, _)| record)))
+}
+
+/// The uncompressed records section of one whole batch (`batch` starts at
+/// the header): the batch's own bytes when uncompressed, else decompressed
+/// with the batch's codec. Iterate it with [`record_spans`].
+pub fn decompressed_records(batch: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StorageError> {
+    let header = BatchHeader::parse(batch)?;
+    let total = header.total_size();
+    if batch.len() < total {
+        return Err(StorageError::corrupt(format!(
+            "batch at offset {} declares {total} bytes but only {} are present",
+            header.base_offset,
+            batch.len()
+        )));
+    }
+    let section = &batch[BatchHeader::SIZE..total];
+    if header.compression() == 0 {
+        return Ok(std::borrow::Cow::Borrowed(section));
+    }
+    crate::compression::decompress(header.compression(), section)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|e| StorageError::corrupt(format!("batch at offset {}: {e}", header.base_offset)))
+}
+
+/// Iterates the records of an uncompressed records section `data` of the
+/// batch `header`, yielding each record with its byte range in `data` (a
+/// record's bytes can be copied into another batch with the same base
+/// offset and base timestamp unchanged). Errors and stops like [`records`].
+pub fn record_spans<'a>(
+    header: &BatchHeader,
+    data: &'a [u8],
+) -> Result<impl Iterator<Item = Result<(Record<'a>, Range<usize>), StorageError>> + 'a, StorageError>
+{
     if header.records_count < 0 {
         return Err(StorageError::corrupt(format!(
             "batch at offset {} has negative records count {}",
             header.base_offset, header.records_count
         )));
     }
-    let data = &batch[BatchHeader::SIZE..total];
     let mut pos = 0usize;
     let mut left = header.records_count as usize;
     let mut done = false;
@@ -460,8 +499,9 @@ pub fn records(
             return None;
         }
         left -= 1;
+        let start = pos;
         match parse_record(data, &mut pos) {
-            Ok(record) => Some(Ok(record)),
+            Ok(record) => Some(Ok((record, start..pos))),
             Err(reason) => {
                 done = true;
                 Some(Err(StorageError::corrupt(format!(
@@ -471,6 +511,58 @@ pub fn records(
             }
         }
     }))
+}
+
+/// Whether one whole batch (compressed or not) holds a record with a null
+/// key: compacted topics refuse those on produce.
+pub fn has_record_without_key(batch: &[u8]) -> Result<bool, StorageError> {
+    let header = BatchHeader::parse(batch)?;
+    let data = decompressed_records(batch)?;
+    for item in record_spans(&header, &data)? {
+        if item?.0.key.is_none() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Encodes a batch with every header field of `header` except the lengths,
+/// the record count and the CRC: `records` (an uncompressed records section
+/// holding `records_count` records, offset and timestamp deltas relative to
+/// `header`) is compressed with the header's codec. An empty batch
+/// (`records_count == 0`) is written uncompressed with no records section,
+/// as Kafka writes the empty batches compaction leaves.
+pub(crate) fn rebuild_batch(
+    header: &BatchHeader,
+    records: &[u8],
+    records_count: i32,
+) -> Result<BytesMut, StorageError> {
+    let (attributes, section) = if records_count == 0 {
+        (header.attributes & !COMPRESSION_CODEC_MASK, Vec::new())
+    } else {
+        (
+            header.attributes,
+            crate::compression::compress(header.compression(), records)?,
+        )
+    };
+    let total = BatchHeader::SIZE + section.len();
+    let mut out = BytesMut::with_capacity(total);
+    out.put_i64(header.base_offset);
+    out.put_i32((total - LOG_OVERHEAD) as i32);
+    out.put_i32(header.partition_leader_epoch);
+    out.put_i8(MAGIC_V2);
+    out.put_u32(0); // CRC, filled below
+    out.put_i16(attributes);
+    out.put_i32(header.last_offset_delta);
+    out.put_i64(header.base_timestamp);
+    out.put_i64(header.max_timestamp);
+    out.put_i64(header.producer_id);
+    out.put_i16(header.producer_epoch);
+    out.put_i32(header.base_sequence);
+    out.put_i32(records_count);
+    out.extend_from_slice(&section);
+    write_crc(&mut out);
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -865,7 +957,10 @@ fn put_bytes(out: &mut BytesMut, bytes: Option<&[u8]>) {
 pub mod test_support {
     use bytes::{BufMut, BytesMut};
 
-    use super::{records, write_crc, BatchBuilder, BatchHeader, LOG_OVERHEAD, MAGIC_V2};
+    use super::{
+        decompressed_records, rebuild_batch, record_spans, write_crc, BatchBuilder, BatchHeader,
+        LOG_OVERHEAD, MAGIC_V2,
+    };
 
     /// A record to build: `(key, value, timestamp)`.
     pub type RecordSpec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
@@ -922,17 +1017,32 @@ pub mod test_support {
         out
     }
 
+    /// Like [`build_batch`], with the records section compressed with `codec`
+    /// (1 gzip, 2 snappy, 3 lz4, 4 zstd).
+    pub fn build_compressed_batch(
+        codec: u8,
+        base_timestamp: i64,
+        records: &[RecordSpec<'_>],
+    ) -> BytesMut {
+        let plain = build_batch(base_timestamp, records);
+        let mut header = BatchHeader::parse(&plain).expect("valid batch");
+        header.attributes |= i16::from(codec & 0x07);
+        rebuild_batch(&header, &plain[BatchHeader::SIZE..], header.records_count)
+            .expect("compress records")
+    }
+
     /// One record as `(offset, timestamp, key, value)`.
     pub type OwnedRecord = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>);
 
-    /// The records of one uncompressed batch as `(offset, timestamp, key, value)`.
-    /// Panics if `batch` is not a valid uncompressed batch.
+    /// The records of one batch (decompressed if need be) as `(offset,
+    /// timestamp, key, value)`. Panics if `batch` is not a valid batch.
     pub fn records_of(batch: &[u8]) -> Vec<OwnedRecord> {
         let header = BatchHeader::parse(batch).expect("valid batch header");
-        records(batch)
-            .expect("uncompressed batch")
+        let data = decompressed_records(batch).expect("readable records");
+        record_spans(&header, &data)
+            .expect("valid records count")
             .map(|r| {
-                let r = r.expect("valid record");
+                let (r, _) = r.expect("valid record");
                 (
                     r.offset(&header),
                     r.timestamp(&header),
@@ -1087,6 +1197,23 @@ mod tests {
         assert_eq!(summary.max_timestamp, 150);
         assert_eq!(BatchHeader::parse(&a).unwrap().max_timestamp, 150);
         verify_crc(&a).unwrap();
+    }
+
+    #[test]
+    fn a_null_key_is_found_in_plain_and_compressed_batches() {
+        let keyed: &[RecordSpec<'_>] = &[(Some(b"k"), Some(b"v"), 1), (Some(b"j"), None, 1)];
+        let keyless: &[RecordSpec<'_>] = &[(Some(b"k"), Some(b"v"), 1), (None, Some(b"v"), 1)];
+        for codec in 0..=4u8 {
+            let build = |specs| build_compressed_batch(codec, 1, specs);
+            assert!(
+                !has_record_without_key(&build(keyed)).unwrap(),
+                "codec {codec}"
+            );
+            assert!(
+                has_record_without_key(&build(keyless)).unwrap(),
+                "codec {codec}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Per-partition log configuration, with Kafka's defaults.
 //!
 //! The broker translates topic configs (`segment.bytes`, `retention.ms`,
-//! `cleanup.policy`, ...) into a [`LogConfig`] once, validates it with
+//! `cleanup.policy`, `delete.retention.ms`, ...) into a [`LogConfig`] once, validates it with
 //! [`LogConfig::validate`], and hands it to [`crate::PartitionLog::open`] or
 //! [`crate::PartitionLog::update_config`].
 
@@ -17,7 +17,9 @@ pub enum TimestampType {
 }
 
 /// Settings of one partition log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Eq` holds because [`LogConfig::validate`] refuses a NaN dirty ratio.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// Roll when the active segment would exceed this many bytes (`segment.bytes`). Capped at `i32::MAX`.
     pub segment_bytes: u64,
@@ -35,7 +37,22 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     /// `cleanup.policy` contains `delete`: time and size retention apply.
     pub delete_retention: bool,
+    /// `cleanup.policy` contains `compact`: [`crate::PartitionLog::compact`]
+    /// keeps only the latest record of each key.
+    pub compact: bool,
+    /// How long tombstones (null values) survive compaction (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
+    /// Compact only when dirty bytes / cleanable bytes reaches this
+    /// (`min.cleanable.dirty.ratio`, 0..=1).
+    pub min_cleanable_dirty_ratio: f64,
+    /// Segments whose newest record is younger than this are not compacted (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// Compact regardless of the dirty ratio once the oldest dirty record is
+    /// older than this (`max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: i64,
 }
+
+impl Eq for LogConfig {}
 
 /// Kafka's default `segment.bytes`: 1 GiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
@@ -43,6 +60,10 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
 pub const SEVEN_DAYS_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 /// Kafka's default `max.message.bytes`.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1_048_588;
+/// Kafka's default `delete.retention.ms`: one day.
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+/// Kafka's default `min.cleanable.dirty.ratio`.
+pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -55,6 +76,11 @@ impl Default for LogConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             timestamp_type: TimestampType::CreateTime,
             delete_retention: true,
+            compact: false,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
+            min_cleanable_dirty_ratio: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -80,6 +106,28 @@ impl LogConfig {
                     "retention_ms must not be negative (use None for infinite), got {ms}"
                 )));
             }
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return Err(StorageError::InvalidArgument(format!(
+                "min_cleanable_dirty_ratio must be between 0 and 1, got {}",
+                self.min_cleanable_dirty_ratio
+            )));
+        }
+        for (name, ms) in [
+            ("delete_retention_ms", self.delete_retention_ms),
+            ("min_compaction_lag_ms", self.min_compaction_lag_ms),
+        ] {
+            if ms < 0 {
+                return Err(StorageError::InvalidArgument(format!(
+                    "{name} must not be negative, got {ms}"
+                )));
+            }
+        }
+        if self.max_compaction_lag_ms < 1 {
+            return Err(StorageError::InvalidArgument(format!(
+                "max_compaction_lag_ms must be positive, got {}",
+                self.max_compaction_lag_ms
+            )));
         }
         if self.max_message_bytes < crate::batch::BatchHeader::SIZE as u32 {
             return Err(StorageError::InvalidArgument(format!(

@@ -196,6 +196,13 @@ impl<E: IndexEntry> IndexFile<E> {
         Ok(())
     }
 
+    /// Renames the file to `to` (the open handle follows it).
+    pub(crate) fn rename(&mut self, to: PathBuf) -> Result<(), StorageError> {
+        std::fs::rename(&self.path, &to).ctx("renaming", &self.path)?;
+        self.path = to;
+        Ok(())
+    }
+
     /// Drops every entry, in memory and in the file.
     pub(crate) fn reset(&mut self) -> Result<(), StorageError> {
         self.entries.clear();

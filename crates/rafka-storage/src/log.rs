@@ -35,6 +35,13 @@
 //! snapshot of it at the log end offset (after the data is fsynced, before
 //! the recovery point moves); `open` and truncations reload the newest
 //! snapshot at or below the log end and replay the batch headers after it.
+//!
+//! Compaction (child module `cleaner`, [`PartitionLog::compact`]) reads
+//! closed segments outside the lock and swaps each cleaned segment in under
+//! it; a truncation meanwhile makes the pass give up. It leaves offset gaps:
+//! reads and index lookups already look for the first batch ending at or
+//! after the wanted offset, and replicated appends may start past the log
+//! end.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -108,6 +115,11 @@ struct Inner {
     /// Segment files were created or deleted since the last directory fsync.
     dir_dirty: bool,
     closed: bool,
+    /// Bumped by every truncation: a cleaner pass that sees it move drops its work.
+    truncations: u64,
+    /// Lowest log end a truncation left since the cleaner last looked: data
+    /// appended above it is dirty again.
+    truncated_to: Option<i64>,
 }
 
 /// The durable log of one partition. See the module documentation.
@@ -117,6 +129,8 @@ pub struct PartitionLog {
     /// Serialises flush/close/truncation and guards the recovery-point file.
     flush_lock: Mutex<()>,
     high_watermark: Mutex<Option<i64>>,
+    /// Serialises compaction passes; holds the cleaner checkpoint.
+    cleaner: Mutex<cleaner::CleanerState>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -297,8 +311,15 @@ impl Inner {
         Ok(())
     }
 
+    /// Notes a truncation to `new_end` for the log cleaner.
+    fn note_truncation(&mut self, new_end: i64) {
+        self.truncations += 1;
+        self.truncated_to = Some(self.truncated_to.map_or(new_end, |t| t.min(new_end)));
+    }
+
     /// Drops all data and restarts the log, empty, at `offset`.
     fn truncate_fully(&mut self, dir: &Path, offset: i64) -> Result<(), StorageError> {
+        self.note_truncation(offset);
         // Checkpoints first: a crash part-way leaves log start > data, which
         // open() resolves by finishing the job.
         write_offset(dir, LOG_START_OFFSET_CHECKPOINT, offset)?;
@@ -393,6 +414,7 @@ impl PartitionLog {
         }
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
+        cleaner::recover_leftovers(&dir)?;
         let (bases, snapshot_offsets) = scan_dir(&dir)?;
         let recovery_point = if clean {
             i64::MAX
@@ -489,6 +511,8 @@ impl PartitionLog {
             producers: ProducerStateManager::new(snapshot_offsets),
             dir_dirty,
             closed: false,
+            truncations: 0,
+            truncated_to: None,
         };
         if log_start > inner.log_end_offset() {
             // Retention or DeleteRecords moved the start past data that did
@@ -546,6 +570,7 @@ impl PartitionLog {
             inner: Mutex::new(inner),
             flush_lock: Mutex::new(()),
             high_watermark: Mutex::new(high_watermark),
+            cleaner: Mutex::new(cleaner::CleanerState::default()),
         })
     }
 
@@ -673,8 +698,10 @@ impl PartitionLog {
     }
 
     /// Appends batches copied from the leader, keeping their offsets and
-    /// epochs. The first batch must start at the log end offset
-    /// (`UnexpectedAppendOffset` otherwise); later batches must not overlap.
+    /// epochs. The first batch must not start below the log end offset
+    /// (`UnexpectedAppendOffset` otherwise); it may start above it, leaving
+    /// a gap, because the leader's log may be compacted (Kafka allows the
+    /// same). Later batches must not overlap.
     /// CRCs are checked; sizes are not limited by `max_message_bytes`.
     /// Producer state is updated from the batches without sequence checks
     /// (the leader made them), so that it is right should this replica lead.
@@ -683,7 +710,7 @@ impl PartitionLog {
         let mut inner = self.inner.lock();
         inner.check_open(&self.dir)?;
         let leo = inner.log_end_offset();
-        if summary.first_offset != leo {
+        if summary.first_offset < leo {
             return Err(StorageError::UnexpectedAppendOffset {
                 base_offset: summary.first_offset,
                 log_end: leo,
@@ -1199,6 +1226,14 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Seals the active segment and starts a new one at the log end offset
+    /// (Kafka's `roll`); a no-op when the active segment is empty.
+    pub fn roll(&self) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock();
+        inner.check_open(&self.dir)?;
+        inner.roll(&self.dir)
+    }
+
     /// Removes every batch holding an offset >= `offset` (a batch straddling
     /// `offset` goes entirely, so the new log end may be below `offset`), and
     /// the matching index and epoch entries. At or past the log end only epoch
@@ -1229,6 +1264,7 @@ impl PartitionLog {
             return inner.truncate_fully(&self.dir, offset);
         }
         let idx = inner.segment_index_for(offset);
+        inner.note_truncation(offset);
         // Lower the durable recovery point first: after a crash mid-way the
         // touched segment is scanned again.
         let floor = inner.segments[idx].base_offset();
@@ -1249,6 +1285,7 @@ impl PartitionLog {
             inner.dir_dirty = true;
         }
         let new_leo = inner.segments[idx].truncate_to(offset)?;
+        inner.note_truncation(new_leo);
         if inner.epochs.truncate_from_end(new_leo) {
             inner.epochs.persist()?;
         }
@@ -1367,6 +1404,10 @@ impl PartitionLog {
         *self.high_watermark.lock()
     }
 }
+
+#[path = "cleaner.rs"]
+mod cleaner;
+pub use cleaner::{CleanStats, DEFAULT_KEY_MAP_BYTES};
 
 #[cfg(test)]
 #[path = "log_tests.rs"]

@@ -1119,7 +1119,35 @@ fn append_replicated_copies_the_leaders_batches_byte_for_byte() {
 }
 
 #[test]
-fn append_replicated_requires_the_first_batch_at_the_log_end() {
+fn append_replicated_refuses_batches_below_the_log_end() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let leader = open(leader_dir.path());
+    leader.append(simple_batch(2, T0), 0, T0).unwrap();
+    leader.append(simple_batch(2, T0), 0, T0).unwrap();
+    let first = leader.read(0, 1 << 20, 2, true).unwrap().records;
+    let follower = open(follower_dir.path());
+    follower.append_replicated(first.clone()).unwrap();
+    match follower.append_replicated(first.clone()) {
+        Err(StorageError::UnexpectedAppendOffset {
+            base_offset: 0,
+            log_end: 2,
+        }) => {}
+        other => panic!("expected UnexpectedAppendOffset, got {other:?}"),
+    }
+    let mut bad = BytesMut::from(&leader.read(2, 1 << 20, 4, true).unwrap().records[..]);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(
+        follower.append_replicated(bad.freeze()),
+        Err(StorageError::CorruptBatch { .. })
+    ));
+    assert_eq!(follower.log_end_offset(), 2);
+    assert!(follower.append_replicated(Bytes::new()).is_err());
+}
+
+#[test]
+fn append_replicated_accepts_a_gap_left_by_compaction() {
     let leader_dir = tempfile::tempdir().unwrap();
     let follower_dir = tempfile::tempdir().unwrap();
     let leader = open(leader_dir.path());
@@ -1127,22 +1155,10 @@ fn append_replicated_requires_the_first_batch_at_the_log_end() {
     leader.append(simple_batch(2, T0), 0, T0).unwrap();
     let second = leader.read(2, 1 << 20, 4, true).unwrap().records;
     let follower = open(follower_dir.path());
-    match follower.append_replicated(second) {
-        Err(StorageError::UnexpectedAppendOffset {
-            base_offset: 2,
-            log_end: 0,
-        }) => {}
-        other => panic!("expected UnexpectedAppendOffset, got {other:?}"),
-    }
-    let mut bad = BytesMut::from(&leader.read(0, 1 << 20, 2, true).unwrap().records[..]);
-    let last = bad.len() - 1;
-    bad[last] ^= 1;
-    assert!(matches!(
-        follower.append_replicated(bad.freeze()),
-        Err(StorageError::CorruptBatch { .. })
-    ));
-    assert_eq!(follower.log_end_offset(), 0);
-    assert!(follower.append_replicated(Bytes::new()).is_err());
+    follower.append_replicated(second).unwrap();
+    assert_eq!(follower.log_end_offset(), 4);
+    let read = follower.read(0, 1 << 20, 4, true).unwrap().records;
+    assert_eq!(offsets(&all_records(&read)), vec![2, 3]);
 }
 
 #[test]
@@ -1371,5 +1387,9 @@ fn truncating_at_the_log_end_drops_an_epoch_opened_there_without_writes() {
     assert_eq!(log.latest_epoch(), Some(1));
     assert_eq!(log.log_end_offset(), 3);
     drop(log);
-    assert_eq!(open(dir.path()).latest_epoch(), Some(1), "the epoch checkpoint was rewritten");
+    assert_eq!(
+        open(dir.path()).latest_epoch(),
+        Some(1),
+        "the epoch checkpoint was rewritten"
+    );
 }

@@ -309,6 +309,15 @@ impl ProducerStateManager {
             .add_batch(header.producer_epoch, metadata(header, header.base_offset));
     }
 
+    /// Per producer id, the last offset of its last batch: the batch the log
+    /// cleaner must keep (possibly emptied) so that a rebuild finds it.
+    pub(crate) fn last_batch_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(id, e)| Some((*id, e.last_batch()?.last_offset)))
+            .collect()
+    }
+
     /// Every entry, by ascending producer id (tests compare whole states).
     #[cfg(test)]
     pub(crate) fn entries(&self) -> Vec<(i64, ProducerEntry)> {

@@ -75,11 +75,30 @@ pub(crate) struct Segment {
 
 impl Segment {
     fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
-        (
-            dir.join(file_name(base_offset, LOG_EXT)),
-            dir.join(file_name(base_offset, INDEX_EXT)),
-            dir.join(file_name(base_offset, TIME_INDEX_EXT)),
-        )
+        Self::paths_with_suffix(dir, base_offset, "")
+    }
+
+    fn paths_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+    ) -> (PathBuf, PathBuf, PathBuf) {
+        let path = |ext| dir.join(format!("{}{suffix}", file_name(base_offset, ext)));
+        (path(LOG_EXT), path(INDEX_EXT), path(TIME_INDEX_EXT))
+    }
+
+    /// Renames the segment's files to their standard names followed by
+    /// `suffix` ("" for the standard names): both indexes first, then the
+    /// log, so a log file under the new name always has its indexes there
+    /// too. Open handles (and readers holding them) follow the files.
+    pub(crate) fn rename_files(&mut self, dir: &Path, suffix: &str) -> Result<(), StorageError> {
+        let (log_path, index_path, time_path) =
+            Self::paths_with_suffix(dir, self.base_offset, suffix);
+        self.offset_index.rename(index_path)?;
+        self.time_index.rename(time_path)?;
+        std::fs::rename(&self.log_path, &log_path).ctx("renaming", &self.log_path)?;
+        self.log_path = log_path;
+        Ok(())
     }
 
     fn with_files(
@@ -110,7 +129,18 @@ impl Segment {
 
     /// Creates a new, empty segment. Fails if its `.log` already exists.
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
-        let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
+        Self::create_with_suffix(dir, base_offset, "")
+    }
+
+    /// Creates a new, empty segment whose three file names end with `suffix`
+    /// (the log cleaner's `.cleaned` segments; [`Segment::rename_files`]
+    /// moves them into place). Fails if its log file already exists.
+    pub(crate) fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+    ) -> Result<Segment, StorageError> {
+        let (log_path, index_path, time_path) = Self::paths_with_suffix(dir, base_offset, suffix);
         let log = OpenOptions::new()
             .read(true)
             .write(true)
@@ -163,6 +193,11 @@ impl Segment {
 
     pub(crate) fn max_timestamp(&self) -> i64 {
         self.max_timestamp
+    }
+
+    /// Max timestamp of the segment's first batch, if known and set.
+    pub(crate) fn first_batch_timestamp(&self) -> Option<i64> {
+        self.first_batch_timestamp.filter(|t| *t >= 0)
     }
 
     pub(crate) fn offset_of_max_timestamp(&self) -> i64 {

@@ -79,6 +79,20 @@ fn check_batches(records: &[u8]) -> Result<(), KafkaError> {
     Ok(())
 }
 
+/// A compacted topic needs a key on every record (Kafka's `LogValidator`): compaction
+/// could not tell which keyless record is the latest. Compressed batches are
+/// decompressed for the check. Only leaders check; followers copy what leaders took.
+fn check_keys_for_compaction(partition: &Partition, topic: &str, records: &[u8]) -> Result<(), KafkaError> {
+    let compacted = partition.log().map(|log| log.config().compact).unwrap_or(false);
+    if compacted && rafka_storage::batch::has_record_without_key(records)? {
+        return Err(KafkaError::with_message(
+            ResponseError::InvalidRecord,
+            format!("Compacted topic cannot accept message without key in topic partition {topic}-{}", partition.index),
+        ));
+    }
+    Ok(())
+}
+
 /// `current_leader` exists from Produce v10 (KIP-951); older versions must leave it unset.
 fn with_leader(response: PartitionProduceResponse, version: i16, leader: i32, epoch: i32) -> PartitionProduceResponse {
     if version < 10 {
@@ -109,7 +123,7 @@ fn append_one(
         }
     };
     let records = records.unwrap_or_default();
-    if let Err(e) = check_batches(&records) {
+    if let Err(e) = check_batches(&records).and_then(|()| check_keys_for_compaction(&partition, topic, &records)) {
         return Outcome::Failed(failed(index, e));
     }
     match partition.append_as_leader(BytesMut::from(records), acks, now) {
