@@ -152,6 +152,9 @@ pub fn store_error(error: ResponseError) -> ResponseError {
 /// One record to write: a key and its value (`None` = tombstone).
 type Write = (RecordKey, Option<Bytes>);
 
+/// Per-partition outcomes of one topic in a response.
+type PartitionErrors = Vec<(i32, Option<ResponseError>)>;
+
 fn encode_batch(writes: &[Write], now: i64) -> BytesMut {
     let records: Vec<Record> = writes
         .iter()
@@ -206,14 +209,14 @@ impl GroupCoordinator {
             let dropped: Vec<Arc<Shard>> = stale.iter().filter_map(|p| shards.remove(p)).collect();
             let mut added = Vec::new();
             for (&partition, &leader_epoch) in &wanted {
-                if !shards.contains_key(&partition) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = shards.entry(partition) {
                     let shard = Arc::new(Shard {
                         partition,
                         leader_epoch,
                         loaded: AtomicBool::new(false),
                         groups: Mutex::new(HashMap::new()),
                     });
-                    shards.insert(partition, shard.clone());
+                    slot.insert(shard.clone());
                     added.push(shard);
                 }
             }
@@ -941,7 +944,7 @@ impl GroupCoordinator {
         let Some(group) = Self::find_group(&shard, &group_id) else {
             return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code());
         };
-        let mut outcomes: Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)> = Vec::new();
+        let mut outcomes: Vec<(TopicName, PartitionErrors)> = Vec::new();
         let mut deletes: Vec<(String, i32)> = Vec::new();
         let appended = {
             let g = group.lock();

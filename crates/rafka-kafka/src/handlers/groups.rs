@@ -10,8 +10,25 @@ use super::Pending;
 use crate::connection::ConnectionInfo;
 use crate::context::BrokerContext;
 
-/// Starts a group request; `None` when `request` is not one.
-pub fn start(ctx: &Arc<BrokerContext>, conn: &ConnectionInfo, client_id: String, request: RequestKind, version: i16) -> Result<Pending, RequestKind> {
+/// Whether `request` is one of the group APIs [`start`] answers.
+pub fn handles(request: &RequestKind) -> bool {
+    matches!(
+        request,
+        RequestKind::JoinGroup(_)
+            | RequestKind::SyncGroup(_)
+            | RequestKind::Heartbeat(_)
+            | RequestKind::LeaveGroup(_)
+            | RequestKind::OffsetCommit(_)
+            | RequestKind::OffsetFetch(_)
+            | RequestKind::DescribeGroups(_)
+            | RequestKind::ListGroups(_)
+            | RequestKind::DeleteGroups(_)
+            | RequestKind::OffsetDelete(_)
+    )
+}
+
+/// Starts a group request (one for which [`handles`] is true).
+pub fn start(ctx: &Arc<BrokerContext>, conn: &ConnectionInfo, client_id: String, request: RequestKind, version: i16) -> Pending {
     let groups = ctx.groups.clone();
     // Kafka shows a member's host as "/address".
     let client_host = format!("/{}", conn.peer.ip());
@@ -35,7 +52,7 @@ pub fn start(ctx: &Arc<BrokerContext>, conn: &ConnectionInfo, client_id: String,
         RequestKind::ListGroups(r) => super::ready(ResponseKind::ListGroups(groups.list_groups(r))),
         RequestKind::DeleteGroups(r) => Box::pin(async move { Some(ResponseKind::DeleteGroups(groups.delete_groups(r).await)) }),
         RequestKind::OffsetDelete(r) => Box::pin(async move { Some(ResponseKind::OffsetDelete(groups.offset_delete(r).await)) }),
-        other => return Err(other),
+        other => unreachable!("not a group request: {other:?}"),
     };
-    Ok(pending)
+    pending
 }

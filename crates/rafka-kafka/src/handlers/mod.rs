@@ -41,11 +41,10 @@ fn ready(response: ResponseKind) -> Pending {
 pub async fn start(ctx: &Arc<BrokerContext>, conn: &Arc<ConnectionInfo>, request: Request) -> Pending {
     let v = request.version;
     let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
-    let body = match groups::start(ctx, conn, client_id, request.body, v) {
-        Ok(pending) => return pending,
-        Err(body) => body,
-    };
-    match body {
+    if groups::handles(&request.body) {
+        return groups::start(ctx, conn, client_id, request.body, v);
+    }
+    match request.body {
         RequestKind::Produce(r) => produce::start(ctx.clone(), r, v),
         RequestKind::Fetch(r) => {
             let ctx = ctx.clone();

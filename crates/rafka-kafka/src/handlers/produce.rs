@@ -211,42 +211,10 @@ pub fn start(ctx: Arc<BrokerContext>, request: ProduceRequest, version: i16) -> 
 /// shrunk below `min.insync.replicas` meanwhile.
 async fn wait_for_replication(appended: Appended, deadline: tokio::time::Instant) -> PartitionProduceResponse {
     let partition = &appended.partition;
-    let mut hw = partition.watch_high_watermark();
-    let mut state_changes = partition.watch_state();
     let epoch = partition.state().leader_epoch;
-    let index = appended.response.index;
-    loop {
-        if *hw.borrow_and_update() >= appended.required_hw {
-            return appended.response;
-        }
-        let state = partition.state();
-        if state.leader != partition.node_id() || state.leader_epoch != epoch {
-            return failed(index, KafkaError::with_message(
-                ResponseError::NotLeaderOrFollower,
-                "leadership moved before the batch was replicated to the in-sync replicas",
-            ));
-        }
-        tokio::select! {
-            _ = hw.changed() => {}
-            _ = state_changes.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                if *hw.borrow() >= appended.required_hw {
-                    return appended.response;
-                }
-                let state = partition.state();
-                return if state.isr.len() < state.min_insync_replicas {
-                    failed(index, KafkaError::with_message(
-                        ResponseError::NotEnoughReplicasAfterAppend,
-                        format!("the ISR shrank to {:?}, below min.insync.replicas={}, after the batch was written", state.isr, state.min_insync_replicas),
-                    ))
-                } else {
-                    failed(index, KafkaError::with_message(
-                        ResponseError::RequestTimedOut,
-                        "the batch was not replicated to the in-sync replicas before the request timeout",
-                    ))
-                };
-            }
-        }
+    match partition.wait_for_high_watermark(appended.required_hw, epoch, deadline).await {
+        Ok(()) => appended.response,
+        Err(e) => failed(appended.response.index, e),
     }
 }
 
