@@ -2,10 +2,11 @@
 //! Kubernetes readiness probes, where the image has no shell and no other tool.
 //!
 //! It asks one broker, over the Kafka protocol like any client, for ApiVersions and
-//! then Metadata, and succeeds only when the broker answers both and lists itself
-//! among the live brokers: registered with the active controller and not fenced. A
-//! node that is starting, cannot reach the quorum, has been fenced or is in
-//! controlled shutdown is therefore not healthy, even though its port accepts TCP.
+//! then Metadata, and succeeds only when the broker answers both, names an active
+//! controller, and lists itself among the live brokers: registered with the active
+//! controller and not fenced. A node that is starting, has been fenced, or knows no
+//! active controller (the metadata quorum has lost its majority) is therefore not
+//! healthy, even though its port accepts TCP.
 //!
 //! "Itself" is the node id given with `--node-id`; without it, the `node.id` that
 //! `rafka server` would resolve from the same environment (and `--config`), which is
@@ -105,10 +106,16 @@ async fn ask(addr: &str, expected: Expected, timeout: Duration) -> Result<String
                 )
             })?,
     };
+    let controller = metadata.controller_id.0;
+    if controller < 0 {
+        return Err(format!(
+            "node {me} answered at {addr} but knows no active controller: the metadata quorum has no leader it can reach"
+        ));
+    }
     Ok(format!(
         "healthy: node {me} answers at {addr} and is a live registered broker ({} live, controller {})",
         live.len(),
-        metadata.controller_id.0
+        controller
     ))
 }
 
