@@ -14,7 +14,7 @@
 # 5. starts the container again and shows the ISR growing back to all three
 # 6. stops the load, prints the verdict (produced, acknowledged, consumed, lost,
 #    duplicated), stops the cluster with SIGTERM (controlled shutdown: each node must
-#    exit 0) and removes it with its volumes (`down -v`) unless --keep is given
+#    exit 0) and removes it with its volumes (`down -v`); --keep leaves it running
 #
 # Exit status: 0 only when nothing acknowledged was lost, nothing was duplicated and
 # every step happened in time. Non-interactive; about 40 s of load.
@@ -161,16 +161,18 @@ say "verdict"
 VERDICT_RC=0
 "$PYTHON" "$LOAD" verdict "$WORK/produced.json" "$WORK/consumed.json" || VERDICT_RC=$?
 
-say "stopping the cluster with SIGTERM (controlled shutdown)"
-STOP_START=$(now_ms)
-"${COMPOSE[@]}" stop -t 30 >/dev/null 2>&1
 UNCLEAN=0
-for n in 1 2 3; do
-    code="$(docker inspect -f '{{.State.ExitCode}}' "$(container_of "$n")")"
-    echo "broker-$n exited with code $code"
-    [ "$code" = 0 ] || UNCLEAN=1
-done
-echo "all stopped $(since "$STOP_START") s after SIGTERM"
+if [ "$KEEP" -eq 0 ]; then
+    say "stopping the cluster with SIGTERM (controlled shutdown)"
+    STOP_START=$(now_ms)
+    "${COMPOSE[@]}" stop -t 30 >/dev/null 2>&1
+    for n in 1 2 3; do
+        code="$(docker inspect -f '{{.State.ExitCode}}' "$(container_of "$n")")"
+        echo "broker-$n exited with code $code"
+        [ "$code" = 0 ] || UNCLEAN=1
+    done
+    echo "all stopped $(since "$STOP_START") s after SIGTERM"
+fi
 
 [ "$VERDICT_RC" -eq 0 ] || die "records were lost or duplicated"
 [ "$UNCLEAN" -eq 0 ] || die "a node did not exit cleanly on SIGTERM"
