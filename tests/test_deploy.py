@@ -114,7 +114,7 @@ def assert_image_holds_only_the_binary(docker: str, tag: str, tmp_path: Path) ->
         tar = tmp_path / "image.tar"
         subprocess.run([docker, "export", "-o", str(tar), container], check=True)
     finally:
-        subprocess.run([docker, "rm", "-f", container], capture_output=True)
+        subprocess.run([docker, "rm", "-f", "-v", container], capture_output=True)
     with tarfile.open(tar) as t:
         members = {m.name.rstrip("/"): m for m in t.getmembers()}
     executables = [name for name, m in members.items() if m.isfile() and m.size > 0 and m.mode & 0o111]
