@@ -81,7 +81,10 @@ def test_image_builds_and_the_compose_cluster_survives_losing_a_leader(record_ti
         started = time.monotonic()
         demo = subprocess.run(
             ["bash", str(DEPLOY / "demo" / "fault-tolerance.sh")],
-            env={**hermetic_env(), "RAFKA_IMAGE": tag, "COMPOSE_PROJECT": project, "PYTHON": sys.executable},
+            env={**hermetic_env(), "RAFKA_IMAGE": tag, "COMPOSE_PROJECT": project, "PYTHON": sys.executable,
+                 # Free host ports rather than the fixed 19092/29092/39092, which another
+                 # process may hold (39092 is in the ephemeral port range).
+                 **{f"RAFKA_EXTERNAL_PORT_{i}": str(p) for i, p in enumerate(free_ports(3), start=1)}},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=800)
         record_timing("fault-tolerance demo, compose up to down -v", time.monotonic() - started)
         print(demo.stdout)

@@ -19,7 +19,8 @@
 # Exit status: 0 only when nothing acknowledged was lost, nothing was duplicated and
 # every step happened in time. Non-interactive; about 40 s of load.
 # Environment: RAFKA_IMAGE, PYTHON (default .venv/bin/python, made by scripts/test.sh),
-# COMPOSE_PROJECT (default rafka-demo).
+# COMPOSE_PROJECT (default rafka-demo), RAFKA_EXTERNAL_PORT_1/2/3 (the host ports,
+# default 19092, 29092, 39092).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -28,14 +29,14 @@ LOAD="$ROOT/deploy/demo/load.py"
 export RAFKA_IMAGE="${RAFKA_IMAGE:-rafka:latest}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 PROJECT="${COMPOSE_PROJECT:-rafka-demo}"
-BOOTSTRAP="localhost:19092,localhost:29092,localhost:39092"
+BOOTSTRAP="localhost:${RAFKA_EXTERNAL_PORT_1:-19092},localhost:${RAFKA_EXTERNAL_PORT_2:-29092},localhost:${RAFKA_EXTERNAL_PORT_3:-39092}"
 TOPIC="demo-$(date +%s)"
 KEEP=0
 
 for arg in "$@"; do
     case "$arg" in
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument $arg (see --help)" >&2; exit 2 ;;
     esac
 done
