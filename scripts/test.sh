@@ -5,9 +5,12 @@
 # installs what the tests need, idempotently, then runs every test:
 #   1. kcat from apt (if absent), python3 + venv support (if absent)
 #   2. a virtualenv at .venv with tests/requirements.txt (re-installed when that file changes)
-#   3. cargo build --workspace --bins
+#   3. cargo build --workspace --bins, once, as static binaries for x86_64-unknown-linux-gnu
+#      (the same build serves cargo test, the pytest suite and the FROM-scratch
+#      container image of tests/test_deploy.py)
 #   4. cargo test --workspace
-#   5. pytest tests/ -v against target/debug/rafka (extra arguments go to pytest)
+#   5. pytest tests/ -v against target/x86_64-unknown-linux-gnu/debug/rafka (extra
+#      arguments go to pytest)
 # Any failure, including a missing tool, stops it with a non-zero exit: nothing is skipped.
 set -euo pipefail
 
@@ -58,9 +61,16 @@ if ! command -v python3 >/dev/null; then
 fi
 command -v python3 >/dev/null || die "python3 still missing after apt-get install"
 
+# The deployment tests drive the Docker engine with Compose (v2 plugin or v1).
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+    echo "docker compose not found: installing docker-compose from apt"
+    apt_install docker-compose
+fi
+
 echo "cargo:   $(cargo --version)"
 echo "kcat:    $(kcat -V 2>&1 | grep -m1 '^Version' || echo '(version unknown)')"
 echo "python3: $(command -v python3) ($(python3 --version 2>&1))"
+echo "docker:  $(docker version --format 'engine {{.Server.Version}}' 2>&1 | head -1)"
 
 # ---------------------------------------------------------------------------
 section "python virtualenv (.venv)"
@@ -93,16 +103,21 @@ else
     echo "requirements unchanged since the last install"
 fi
 "$PY" - <<'EOF'
-import confluent_kafka, kafka, pytest, pytest_timeout  # noqa: F401  (a missing one fails here)
+import confluent_kafka, kafka, kubernetes_validate, pytest, pytest_timeout, yaml  # noqa: F401  (a missing one fails here)
 print(f"confluent-kafka {confluent_kafka.version()} (librdkafka {confluent_kafka.libversion()[0]}), "
       f"kafka-python {kafka.__version__}, pytest {pytest.__version__}")
 EOF
 
 # ---------------------------------------------------------------------------
-section "cargo build --workspace --bins"
+section "cargo build --workspace --bins (static, x86_64-unknown-linux-gnu)"
+# One build for everything: statically linked (glibc), so the very binary the tests
+# run also goes into the FROM-scratch image. With an explicit target, RUSTFLAGS apply
+# to the target's code only, not to build scripts and proc macros.
+export CARGO_BUILD_TARGET=x86_64-unknown-linux-gnu
+export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static"
 cargo build --workspace --bins
 
-RAFKA_BIN="$ROOT/target/debug/rafka"
+RAFKA_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$CARGO_BUILD_TARGET/debug/rafka"
 [ -x "$RAFKA_BIN" ] || die "$RAFKA_BIN was not built"
 export RAFKA_BIN
 

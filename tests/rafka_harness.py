@@ -123,7 +123,7 @@ def rafka_bin() -> str:
     path = os.environ.get("RAFKA_BIN")
     if not path:
         pytest.fail("RAFKA_BIN is not set: run the suite through scripts/test.sh "
-                    "or export RAFKA_BIN=$PWD/target/debug/rafka", pytrace=False)
+                    "or export RAFKA_BIN=$PWD/target/x86_64-unknown-linux-gnu/debug/rafka (what scripts/test.sh builds)", pytrace=False)
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         pytest.fail(f"RAFKA_BIN={path} is not an executable file (did `cargo build --bins` run?)",
                     pytrace=False)

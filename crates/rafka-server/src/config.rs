@@ -6,6 +6,15 @@
 //! `log.dirs`: `_` → `.`, `__` → `_`, `___` → `-`) and the Bitnami form
 //! (`KAFKA_CFG_LOG_DIRS`). An unknown key is reported once as a warning; an invalid
 //! value is an error whose one-line message names the key and the value.
+//!
+//! Before typing, [`derive`] lets one pod template or image configure every node:
+//! `${NAME}` in any value is replaced by the environment variable `NAME`; when
+//! `node.id` is set nowhere and `POD_NAME` ends in a StatefulSet ordinal (`rafka-2`),
+//! that ordinal is the node id; and `rafka.quorum.voters.count` with
+//! `rafka.quorum.voters.pattern` (`rafka-{id}.rafka-headless:9093`) spell out
+//! `controller.quorum.voters` for ids `0..count`.
+
+pub mod derive;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +41,18 @@ pub enum ConfigError {
     Syntax(#[from] properties::PropertiesError),
     #[error("--override {0:?} is not in key=value form")]
     BadOverride(String),
+    #[error("{key} (from {origin}) refers to ${{{variable}}}, but environment variable {variable} is not set")]
+    MissingVariable {
+        key: String,
+        origin: String,
+        variable: String,
+    },
+    #[error("{key} (from {origin}) has a malformed reference {reference:?}: write ${{NAME}} for an environment variable, $${{ for a literal ${{")]
+    BadReference {
+        key: String,
+        origin: String,
+        reference: String,
+    },
 }
 
 /// Where a setting came from.
@@ -40,6 +61,8 @@ pub enum Origin {
     File { path: String, line: usize },
     Env(String),
     Flag,
+    /// Computed by Rafka from other settings or the environment (see [`derive`]).
+    Derived(String),
 }
 
 impl std::fmt::Display for Origin {
@@ -48,6 +71,7 @@ impl std::fmt::Display for Origin {
             Origin::File { path, line } => write!(f, "{path}:{line}"),
             Origin::Env(var) => write!(f, "environment variable {var}"),
             Origin::Flag => write!(f, "--override"),
+            Origin::Derived(how) => write!(f, "derived from {how}"),
         }
     }
 }
@@ -121,7 +145,18 @@ const KNOWN_KEYS: &[KeyDef] = &[
     key("group.min.session.timeout.ms", Some("6000")),
     key("group.max.session.timeout.ms", Some("1800000")),
     key("group.max.size", Some("2147483647")),
+    // Rafka's own: controller.quorum.voters for ids 0..count from a host:port pattern.
+    key(VOTERS_COUNT_KEY, None),
+    key(VOTERS_PATTERN_KEY, None),
 ];
+
+/// `rafka.quorum.voters.count` (env `KAFKA_RAFKA_QUORUM_VOTERS_COUNT`).
+pub const VOTERS_COUNT_KEY: &str = "rafka.quorum.voters.count";
+/// `rafka.quorum.voters.pattern` (env `KAFKA_RAFKA_QUORUM_VOTERS_PATTERN`).
+pub const VOTERS_PATTERN_KEY: &str = "rafka.quorum.voters.pattern";
+/// The environment variable a Kubernetes pod gets its name in (downward API), whose
+/// trailing ordinal becomes `node.id` when that is not set.
+pub const POD_NAME_VAR: &str = "POD_NAME";
 
 /// Aliases Kafka accepts for a key.
 const ALIASES: &[(&str, &str)] = &[("broker.id", "node.id"), ("log.dir", "log.dirs")];
@@ -189,6 +224,7 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &[String],
     ) -> Result<Settings, ConfigError> {
+        let env: BTreeMap<String, String> = env.into_iter().collect();
         let mut settings = Settings::default();
         if let Some(path) = file {
             let display = path.display().to_string();
@@ -200,12 +236,12 @@ impl Settings {
                 settings.set(&p.key, p.value, Origin::File { path: display.clone(), line: p.line });
             }
         }
-        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        let mut vars: Vec<(&String, &String)> = env.iter().collect();
         // Bitnami's KAFKA_CFG_ form wins over the plain form when both name a key.
-        env.sort_by_key(|(var, _)| var.starts_with("KAFKA_CFG_"));
-        for (var, value) in env {
-            if let Some(key) = env_var_to_key(&var) {
-                settings.set(&key, value, Origin::Env(var));
+        vars.sort_by_key(|(var, _)| var.starts_with("KAFKA_CFG_"));
+        for (var, value) in vars {
+            if let Some(key) = env_var_to_key(var) {
+                settings.set(&key, value.clone(), Origin::Env(var.clone()));
             }
         }
         for o in overrides {
@@ -215,7 +251,101 @@ impl Settings {
             }
             settings.set(k.trim(), v.trim().to_string(), Origin::Flag);
         }
+        settings.interpolate(&env)?;
+        settings.derive_node_id(&env)?;
+        settings.derive_quorum_voters()?;
         Ok(settings)
+    }
+
+    /// Replaces `${NAME}` references in every value by the environment's.
+    fn interpolate(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        for (key, (value, origin)) in self.values.iter_mut() {
+            *value = derive::interpolate(value, env).map_err(|e| match e {
+                derive::InterpolationError::Missing(variable) => ConfigError::MissingVariable {
+                    key: key.clone(),
+                    origin: origin.to_string(),
+                    variable,
+                },
+                derive::InterpolationError::Malformed(reference) => ConfigError::BadReference {
+                    key: key.clone(),
+                    origin: origin.to_string(),
+                    reference,
+                },
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `node.id` from the StatefulSet ordinal in `POD_NAME`, when no source sets it.
+    fn derive_node_id(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let Some(pod_name) = env.get(POD_NAME_VAR) else { return Ok(()) };
+        if self.is_set("node.id") {
+            return Ok(());
+        }
+        let origin = Origin::Derived(format!("the ordinal of {POD_NAME_VAR}={pod_name}"));
+        match derive::ordinal_of(pod_name) {
+            Some(ordinal) => {
+                self.values.insert("node.id".to_string(), (ordinal.to_string(), origin));
+                Ok(())
+            }
+            None => Err(ConfigError::Invalid {
+                key: "node.id".to_string(),
+                value: String::new(),
+                origin: origin.to_string(),
+                reason: format!(
+                    "{POD_NAME_VAR} does not end in -<ordinal> as a StatefulSet pod name does; set node.id (KAFKA_NODE_ID)"
+                ),
+            }),
+        }
+    }
+
+    /// `controller.quorum.voters` from `rafka.quorum.voters.count` and `.pattern`.
+    fn derive_quorum_voters(&mut self) -> Result<(), ConfigError> {
+        let count = self.values.get(VOTERS_COUNT_KEY).cloned();
+        let pattern = self.values.get(VOTERS_PATTERN_KEY).cloned();
+        let invalid = |key: &str, (value, origin): &(String, Origin), reason: String| ConfigError::Invalid {
+            key: key.to_string(),
+            value: value.clone(),
+            origin: origin.to_string(),
+            reason,
+        };
+        let (count, pattern) = match (count, pattern) {
+            (None, None) => return Ok(()),
+            (Some(c), None) => return Err(invalid(VOTERS_COUNT_KEY, &c, format!("needs {VOTERS_PATTERN_KEY} too"))),
+            (None, Some(p)) => return Err(invalid(VOTERS_PATTERN_KEY, &p, format!("needs {VOTERS_COUNT_KEY} too"))),
+            (Some(c), Some(p)) => (c, p),
+        };
+        if let Some(explicit) = self.values.get("controller.quorum.voters") {
+            return Err(invalid(
+                "controller.quorum.voters",
+                explicit,
+                format!("set either controller.quorum.voters or {VOTERS_COUNT_KEY} with {VOTERS_PATTERN_KEY}, not both"),
+            ));
+        }
+        let n: u32 = count
+            .0
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| invalid(VOTERS_COUNT_KEY, &count, "must be a whole number between 1 and 1000".to_string()))?;
+        let voters = derive::voters_from_pattern(n, &pattern.0).map_err(|reason| invalid(VOTERS_PATTERN_KEY, &pattern, reason))?;
+        let origin = Origin::Derived(format!("{VOTERS_COUNT_KEY}={n} and {VOTERS_PATTERN_KEY}={}", pattern.0.trim()));
+        self.values.insert("controller.quorum.voters".to_string(), (voters, origin));
+        Ok(())
+    }
+
+    /// `node.id` as the sources give it (after derivation), or `None` when no source
+    /// sets it and the default would apply. Used by `rafka healthcheck` to know which
+    /// node it is checking.
+    pub fn explicit_node_id(&self) -> Result<Option<i32>, ConfigError> {
+        let Some((value, origin)) = self.get("node.id") else { return Ok(None) };
+        value.trim().parse::<i32>().ok().filter(|id| *id >= 0).map(Some).ok_or_else(|| ConfigError::Invalid {
+            key: "node.id".to_string(),
+            value: value.clone(),
+            origin: origin.to_string(),
+            reason: "not a node id (a whole number, 0 or more)".to_string(),
+        })
     }
 
     /// Keys that Rafka does not know, with where they were set (to warn about once).
@@ -759,6 +889,95 @@ mod tests {
         assert!(with("controller.quorum.voters=1@h\ninter.broker.listener.name=BROKER\n").is_err(), "voter without port");
         assert!(with("process.roles=controller\n").is_err());
         assert!(with("process.roles=broker\ncontroller.quorum.voters=2@h:9192\ninter.broker.listener.name=BROKER\n").is_ok());
+    }
+
+    /// The environment a StatefulSet pod gets from deploy/k8s/statefulset.yaml.
+    fn pod_env(pod: &str) -> Vec<(&str, String)> {
+        let host = "${POD_NAME}.rafka-headless.${POD_NAMESPACE}.svc.cluster.local";
+        vec![
+            ("POD_NAME", pod.to_string()),
+            ("POD_NAMESPACE", "prod".to_string()),
+            ("KAFKA_LISTENERS", "CLIENT://:9092,BROKER://:9093".to_string()),
+            ("KAFKA_ADVERTISED_LISTENERS", format!("CLIENT://{host}:9092,BROKER://{host}:9093")),
+            ("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CLIENT:PLAINTEXT,BROKER:PLAINTEXT".to_string()),
+            ("KAFKA_INTER_BROKER_LISTENER_NAME", "BROKER".to_string()),
+            ("KAFKA_RAFKA_QUORUM_VOTERS_COUNT", "3".to_string()),
+            ("KAFKA_RAFKA_QUORUM_VOTERS_PATTERN", "rafka-{id}.rafka-headless.${POD_NAMESPACE}.svc.cluster.local:9093".to_string()),
+        ]
+    }
+
+    fn load_env(env: &[(&str, String)]) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::load(None, env.iter().map(|(k, v)| (k.to_string(), v.clone())), &[])
+    }
+
+    #[test]
+    fn a_pod_derives_its_node_id_address_and_voters_from_its_name() {
+        let c = load_env(&pod_env("rafka-2")).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.listeners[0].advertised_host, "rafka-2.rafka-headless.prod.svc.cluster.local");
+        assert_eq!(c.listeners[0].advertised_port, 9092);
+        assert_eq!(c.inter_broker_listener.as_ref().unwrap().advertised_host, "rafka-2.rafka-headless.prod.svc.cluster.local");
+        assert_eq!(c.quorum_voters.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(c.quorum_voters[&0], "rafka-0.rafka-headless.prod.svc.cluster.local:9093");
+        let voters = c.effective().into_iter().find(|e| e.name == "controller.quorum.voters").unwrap();
+        assert!(voters.explicitly_set && voters.value.unwrap().starts_with("0@rafka-0."));
+        assert!(c.unknown_keys().is_empty());
+    }
+
+    #[test]
+    fn an_explicit_node_id_wins_over_the_pod_ordinal() {
+        let mut env = pod_env("rafka-2");
+        env.push(("KAFKA_NODE_ID", "1".to_string()));
+        assert_eq!(load_env(&env).unwrap().node_id, 1);
+        let c = load("node.id=${POD_ORDINAL}\n", &[("POD_ORDINAL", "0"), ("POD_NAME", "rafka-2")], &[]).unwrap();
+        assert_eq!(c.node_id, 0);
+    }
+
+    #[test]
+    fn a_pod_name_without_an_ordinal_needs_an_explicit_node_id() {
+        let e = load_env(&[("POD_NAME", "rafka-7d9f-x2kq".to_string())]).unwrap_err().to_string();
+        assert!(e.contains("node.id") && e.contains("POD_NAME=rafka-7d9f-x2kq") && e.contains("KAFKA_NODE_ID"), "{e}");
+        assert!(load_env(&[]).is_ok(), "without POD_NAME the default node.id applies");
+    }
+
+    #[test]
+    fn a_missing_variable_is_one_line_naming_it_the_key_and_the_origin() {
+        let mut env = pod_env("rafka-2");
+        env.retain(|(k, _)| *k != "POD_NAMESPACE");
+        let e = load_env(&env).unwrap_err().to_string();
+        assert!(e.contains("POD_NAMESPACE") && e.contains("is not set"), "{e}");
+        assert!(e.contains("advertised.listeners") && e.contains("KAFKA_ADVERTISED_LISTENERS"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = load("log.dirs=/data/${NODE\n", &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("log.dirs") && e.contains("server.properties:1") && e.contains("malformed"), "{e}");
+        let c = load("log.dirs=/data/$${literal}\n", &[], &[]).unwrap();
+        assert_eq!(c.log_dirs, vec![PathBuf::from("/data/${literal}")]);
+    }
+
+    #[test]
+    fn derived_voters_are_checked_like_written_ones() {
+        let mut env = pod_env("rafka-2");
+        env.push(("KAFKA_CONTROLLER_QUORUM_VOTERS", "0@a:9093".to_string()));
+        let e = load_env(&env).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
+        let mut env = pod_env("rafka-3");
+        let e = load_env(&env).unwrap_err().to_string();
+        assert!(e.contains("node.id=3") && e.contains("not a voter") && e.contains("derived from"), "{e}");
+        env.retain(|(k, _)| *k != "KAFKA_RAFKA_QUORUM_VOTERS_PATTERN");
+        assert!(load_env(&env).unwrap_err().to_string().contains("needs rafka.quorum.voters.pattern"));
+        let mut env = pod_env("rafka-0");
+        env.push(("KAFKA_RAFKA_QUORUM_VOTERS_COUNT", "three".to_string()));
+        assert!(load_env(&env).unwrap_err().to_string().contains("rafka.quorum.voters.count"));
+    }
+
+    #[test]
+    fn the_healthcheck_sees_the_node_id_the_server_would_use() {
+        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let id = |pairs: &[(&str, &str)]| Settings::collect(None, env(pairs), &[]).unwrap().explicit_node_id().unwrap();
+        assert_eq!(id(&[]), None);
+        assert_eq!(id(&[("KAFKA_NODE_ID", "3")]), Some(3));
+        assert_eq!(id(&[("KAFKA_BROKER_ID", "4")]), Some(4));
+        assert_eq!(id(&[("POD_NAME", "rafka-1")]), Some(1));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod client;
 mod dev;
+mod healthcheck;
 mod topics;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ enum Command {
     /// string is printed once every node answers. Ctrl-C or SIGTERM stops the nodes
     /// (controlled shutdown, SIGKILL after 30 s); the data stays for the next start.
     Dev(dev::DevArgs),
+    /// Exit 0 when the broker at --bootstrap-server answers ApiVersions and Metadata and lists itself as a live registered broker (for health checks and readiness probes); else exit 1 with one line saying why.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 fn init_logging() {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Server { config, overrides } => server(config, overrides),
         Command::Topics(args) => return topics::run(args),
         Command::Dev(args) => dev::run(args),
+        Command::Healthcheck(args) => return healthcheck::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
