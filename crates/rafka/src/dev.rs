@@ -634,6 +634,8 @@ mod tests {
                 "controller.quorum.voters=1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194",
                 "log.dirs=/abs/dev/node2/data",
                 "default.replication.factor=3",
+                "offsets.topic.replication.factor=3",
+                "group.initial.rebalance.delay.ms=0",
             ]
         );
     }
