@@ -1,5 +1,5 @@
 //! A small async Kafka admin client for the command-line tools (`rafka topics`,
-//! the readiness checks of `rafka dev`).
+//! `rafka consumer-groups`, the readiness checks of `rafka dev`).
 //!
 //! It speaks the Kafka wire protocol through the `kafka-protocol` crate's generated
 //! codecs, in three layers:
@@ -13,8 +13,11 @@
 //!   `version` then picks, for each API, the highest version both sides implement.
 //!   Every round trip is bounded by [`Timeouts::request`] and checks the
 //!   correlation id.
-//! - **typed calls** (`metadata`, `create_topic`, …) build one request, pick the
-//!   version, and return the per-topic result for the caller to interpret.
+//! - **typed calls** (`metadata`, `create_topic`, `describe_groups`, …) build one
+//!   request, pick the version, and return the per-topic (per-group, per-partition)
+//!   result for the caller to interpret. Where the wire format changed between
+//!   versions (OffsetFetch v8 batches groups, FindCoordinator v4 batches keys) the
+//!   call hides it behind one plain result type.
 //!
 //! [`bootstrap`] tries each address of a `--bootstrap-server` list until one
 //! answers. Every error names the address it concerns.
@@ -31,12 +34,19 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, MetadataRequest, MetadataResponse, RequestHeader,
-    RequestKind, ResponseHeader, ResponseKind, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
+    GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetFetchRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,6 +70,15 @@ const CREATE_TOPICS_VERSIONS: RangeInclusive<i16> = 4..=7;
 const DELETE_TOPICS_VERSIONS: RangeInclusive<i16> = 1..=6;
 const CREATE_PARTITIONS_VERSIONS: RangeInclusive<i16> = 0..=3;
 const DESCRIBE_CONFIGS_VERSIONS: RangeInclusive<i16> = 1..=4;
+const FIND_COORDINATOR_VERSIONS: RangeInclusive<i16> = 0..=6;
+/// v4 is the first that reports each group's state.
+const LIST_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
+const DESCRIBE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
+const DELETE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=2;
+/// From v2 a null topic list asks for every committed offset of the group.
+const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 2..=9;
+const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=9;
+const LIST_OFFSETS_VERSIONS: RangeInclusive<i16> = 1..=10;
 /// ApiVersions is sent at v3 (KIP-511); a broker that does not know v3 answers
 /// with a v0 body, which we decode as such.
 const API_VERSIONS_VERSION: i16 = 3;
@@ -117,6 +136,45 @@ pub struct NewTopic {
     pub replication_factor: Option<i16>,
     pub configs: Vec<(String, String)>,
 }
+
+/// FindCoordinator's answer for one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoordinatorAnswer {
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+/// A group's committed offsets (OffsetFetch): the group-level error, and per
+/// partition the offset (-1: none) and a partition-level error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommittedOffsets {
+    pub error_code: i16,
+    pub partitions: Vec<CommittedOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub error_code: i16,
+}
+
+/// One partition's answer to ListOffsets or OffsetCommit (`offset` is -1 for a commit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionAnswer {
+    pub topic: String,
+    pub partition: i32,
+    pub error_code: i16,
+    pub offset: i64,
+}
+
+/// ListOffsets' special timestamps.
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
 
 /// Splits `HOST:PORT[,HOST:PORT...]` into addresses, checking that each has a port.
 pub fn parse_bootstrap(servers: &str) -> Result<Vec<String>, ClientError> {
@@ -379,9 +437,224 @@ impl Connection {
         }
         Ok(ordered)
     }
+
+    /// Which broker coordinates consumer group `group`.
+    pub async fn find_coordinator(&mut self, group: &str) -> Result<CoordinatorAnswer, ClientError> {
+        let api = ApiKey::FindCoordinator;
+        let version = self.version(api, FIND_COORDINATOR_VERSIONS)?;
+        let mut request = FindCoordinatorRequest::default().with_key_type(0);
+        if version >= 4 {
+            request.coordinator_keys = vec![StrBytes::from_string(group.to_string())];
+        } else {
+            request.key = StrBytes::from_string(group.to_string());
+        }
+        let response = match self.send(api, version, RequestKind::FindCoordinator(request)).await? {
+            ResponseKind::FindCoordinator(r) => r,
+            other => return Err(self.protocol(api, format!("unexpected response {other:?}"))),
+        };
+        if version < 4 {
+            return Ok(CoordinatorAnswer {
+                error_code: response.error_code,
+                error_message: response.error_message.map(|m| m.to_string()),
+                node_id: response.node_id.0,
+                host: response.host.to_string(),
+                port: response.port,
+            });
+        }
+        let found = response.coordinators.into_iter().find(|c| c.key.as_str() == group);
+        let c = found.ok_or_else(|| self.protocol(api, format!("no coordinator for group {group:?}")))?;
+        Ok(CoordinatorAnswer {
+            error_code: c.error_code,
+            error_message: c.error_message.map(|m| m.to_string()),
+            node_id: c.node_id.0,
+            host: c.host.to_string(),
+            port: c.port,
+        })
+    }
+
+    /// The groups this broker coordinates (ListGroups), with the top-level error
+    /// code. `group_state` is empty when the broker only speaks ListGroups v0-3.
+    pub async fn list_groups(&mut self) -> Result<(i16, Vec<ListedGroup>), ClientError> {
+        let api = ApiKey::ListGroups;
+        let version = self.version(api, LIST_GROUPS_VERSIONS)?;
+        match self.send(api, version, RequestKind::ListGroups(ListGroupsRequest::default())).await? {
+            ResponseKind::ListGroups(r) => Ok((r.error_code, r.groups)),
+            other => Err(self.protocol(api, format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// DescribeGroups for `groups` (all coordinated by this broker), in the order asked.
+    pub async fn describe_groups(&mut self, groups: &[String]) -> Result<Vec<DescribedGroup>, ClientError> {
+        let api = ApiKey::DescribeGroups;
+        let version = self.version(api, DESCRIBE_GROUPS_VERSIONS)?;
+        let request = DescribeGroupsRequest::default().with_groups(groups.iter().map(|g| group_id(g)).collect());
+        let response = match self.send(api, version, RequestKind::DescribeGroups(request)).await? {
+            ResponseKind::DescribeGroups(r) => r,
+            other => return Err(self.protocol(api, format!("unexpected response {other:?}"))),
+        };
+        let mut described = response.groups;
+        let mut ordered = Vec::with_capacity(groups.len());
+        for group in groups {
+            let i = described
+                .iter()
+                .position(|d| d.group_id.0.as_str() == group)
+                .ok_or_else(|| self.protocol(api, format!("no result for group {group:?}")))?;
+            ordered.push(described.swap_remove(i));
+        }
+        Ok(ordered)
+    }
+
+    /// Every committed offset of `group` (OffsetFetch with a null topic list).
+    pub async fn offset_fetch(&mut self, group: &str) -> Result<CommittedOffsets, ClientError> {
+        let api = ApiKey::OffsetFetch;
+        let version = self.version(api, OFFSET_FETCH_VERSIONS)?;
+        let mut request = OffsetFetchRequest::default();
+        if version >= 8 {
+            request.groups = vec![OffsetFetchRequestGroup::default().with_group_id(group_id(group)).with_topics(None)];
+        } else {
+            request.group_id = group_id(group);
+            request.topics = None;
+        }
+        let response = match self.send(api, version, RequestKind::OffsetFetch(request)).await? {
+            ResponseKind::OffsetFetch(r) => r,
+            other => return Err(self.protocol(api, format!("unexpected response {other:?}"))),
+        };
+        if version < 8 {
+            let partitions = response
+                .topics
+                .into_iter()
+                .flat_map(|t| {
+                    t.partitions.into_iter().map(move |p| CommittedOffset {
+                        topic: t.name.0.to_string(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        error_code: p.error_code,
+                    })
+                })
+                .collect();
+            return Ok(CommittedOffsets { error_code: response.error_code, partitions });
+        }
+        let found = response.groups.into_iter().find(|g| g.group_id.0.as_str() == group);
+        let g = found.ok_or_else(|| self.protocol(api, format!("no result for group {group:?}")))?;
+        let partitions = g
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                t.partitions.into_iter().map(move |p| CommittedOffset {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    error_code: p.error_code,
+                })
+            })
+            .collect();
+        Ok(CommittedOffsets { error_code: g.error_code, partitions })
+    }
+
+    /// Commits `offsets` (topic, partition, offset) for `group` as an admin does:
+    /// generation -1 and no member id, which the coordinator accepts only while the
+    /// group has no members. One answer per partition.
+    pub async fn offset_commit(
+        &mut self,
+        group: &str,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<Vec<PartitionAnswer>, ClientError> {
+        let api = ApiKey::OffsetCommit;
+        let version = self.version(api, OFFSET_COMMIT_VERSIONS)?;
+        let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+        for (topic, partition, offset) in offsets {
+            let partition = OffsetCommitRequestPartition::default()
+                .with_partition_index(*partition)
+                .with_committed_offset(*offset)
+                .with_committed_metadata(Some(StrBytes::from_static_str("")));
+            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                Some(t) => t.partitions.push(partition),
+                None => topics
+                    .push(OffsetCommitRequestTopic::default().with_name(topic_name(topic)).with_partitions(vec![partition])),
+            }
+        }
+        let request = OffsetCommitRequest::default()
+            .with_group_id(group_id(group))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(StrBytes::from_static_str(""))
+            .with_topics(topics);
+        let response = match self.send(api, version, RequestKind::OffsetCommit(request)).await? {
+            ResponseKind::OffsetCommit(r) => r,
+            other => return Err(self.protocol(api, format!("unexpected response {other:?}"))),
+        };
+        Ok(response
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                t.partitions.into_iter().map(move |p| PartitionAnswer {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    error_code: p.error_code,
+                    offset: -1,
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes `groups` (all coordinated by this broker); one result per group.
+    pub async fn delete_groups(&mut self, groups: &[String]) -> Result<Vec<DeletableGroupResult>, ClientError> {
+        let api = ApiKey::DeleteGroups;
+        let version = self.version(api, DELETE_GROUPS_VERSIONS)?;
+        let request = DeleteGroupsRequest::default().with_groups_names(groups.iter().map(|g| group_id(g)).collect());
+        match self.send(api, version, RequestKind::DeleteGroups(request)).await? {
+            ResponseKind::DeleteGroups(r) => Ok(r.results),
+            other => Err(self.protocol(api, format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// ListOffsets as a consumer (read-uncommitted) for `partitions`, all led by this
+    /// broker: `timestamp` is [`LATEST_TIMESTAMP`] (the high watermark) or
+    /// [`EARLIEST_TIMESTAMP`] (the log start offset).
+    pub async fn list_offsets(
+        &mut self,
+        partitions: &[(String, i32)],
+        timestamp: i64,
+    ) -> Result<Vec<PartitionAnswer>, ClientError> {
+        let api = ApiKey::ListOffsets;
+        let version = self.version(api, LIST_OFFSETS_VERSIONS)?;
+        let mut topics: Vec<ListOffsetsTopic> = Vec::new();
+        for (topic, partition) in partitions {
+            let p = ListOffsetsPartition::default().with_partition_index(*partition).with_timestamp(timestamp);
+            match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![p])),
+            }
+        }
+        let timeout_ms = i32::try_from(self.timeouts.request.as_millis()).unwrap_or(i32::MAX);
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(0)
+            .with_topics(topics)
+            .with_timeout_ms(timeout_ms);
+        let response = match self.send(api, version, RequestKind::ListOffsets(request)).await? {
+            ResponseKind::ListOffsets(r) => r,
+            other => return Err(self.protocol(api, format!("unexpected response {other:?}"))),
+        };
+        Ok(response
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                t.partitions.into_iter().map(move |p| PartitionAnswer {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    error_code: p.error_code,
+                    offset: p.offset,
+                })
+            })
+            .collect())
+    }
 }
 
 const UNSUPPORTED_VERSION: i16 = 35;
+
+fn group_id(name: &str) -> GroupId {
+    GroupId(StrBytes::from_string(name.to_string()))
+}
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
@@ -452,6 +725,14 @@ pub fn error_text(code: i16, message: Option<&str>) -> String {
         5 => "There is no leader for this topic-partition as we are in the middle of a leadership election.",
         6 => "For requests intended only for the leader, this error indicates that the broker is not the current leader.",
         7 => "The request timed out.",
+        14 => "The coordinator is loading and hence can't process requests.",
+        15 => "The coordinator is not available.",
+        16 => "This is not the correct coordinator.",
+        22 => "Specified group generation id is not valid.",
+        24 => "The configured groupId is invalid.",
+        25 => "The coordinator is not aware of this member.",
+        27 => "The group is rebalancing, so a rejoin is needed.",
+        30 => "Group authorization failed.",
         17 => "The request attempted to perform an operation on an invalid topic.",
         29 => "Topic authorization failed.",
         31 => "Cluster authorization failed.",
@@ -464,6 +745,8 @@ pub fn error_text(code: i16, message: Option<&str>) -> String {
         41 => "This is not the correct controller for this cluster.",
         42 => "This most likely occurs because of a request being malformed by the client library or the message was sent to an incompatible broker. See the broker logs for more details.",
         44 => "Request parameters do not satisfy the configured policy.",
+        68 => "The group is not empty.",
+        69 => "The group id does not exist.",
         73 => "The topic deletion is disabled in the broker.",
         89 => "The throttling quota has been exceeded.",
         100 => "This server does not host this topic ID.",
@@ -475,6 +758,26 @@ pub fn error_text(code: i16, message: Option<&str>) -> String {
         }
     };
     default.to_string()
+}
+
+/// The protocol's name of an error code, as Kafka's documentation writes it
+/// (`GROUP_ID_NOT_FOUND`); `error code N` for a code this crate does not know.
+pub fn error_name(code: i16) -> String {
+    let Some(e) = kafka_protocol::ResponseError::try_from_code(code) else {
+        return "NONE".to_string();
+    };
+    if let kafka_protocol::ResponseError::Unknown(_) = e {
+        return format!("error code {code}");
+    }
+    let camel = e.to_string();
+    let mut name = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
 }
 
 #[cfg(test)]
@@ -525,5 +828,15 @@ mod tests {
         assert_eq!(error_text(36, None), "Topic with this name already exists.");
         assert_eq!(error_text(36, Some("")), "Topic with this name already exists.");
         assert!(error_text(58, None).contains("58"));
+    }
+
+    #[test]
+    fn error_names_are_the_protocols_upper_case_names() {
+        assert_eq!(error_name(69), "GROUP_ID_NOT_FOUND");
+        assert_eq!(error_name(68), "NON_EMPTY_GROUP");
+        assert_eq!(error_name(15), "COORDINATOR_NOT_AVAILABLE");
+        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(error_name(0), "NONE");
+        assert_eq!(error_name(9999), "error code 9999");
     }
 }

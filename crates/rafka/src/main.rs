@@ -6,6 +6,7 @@
 //! command line and dispatches.
 
 mod client;
+mod consumer_groups;
 mod dev;
 mod healthcheck;
 mod topics;
@@ -50,6 +51,15 @@ enum Command {
     /// Errors print "Error while executing topic command : <message>" on stderr and exit 1.
     #[command(verbatim_doc_comment)]
     Topics(topics::TopicsArgs),
+    /// List, describe, reset the offsets of, or delete consumer groups, like Kafka's kafka-consumer-groups.sh
+    ///
+    /// Same flags and tables as kafka-consumer-groups.sh. Examples:
+    ///   rafka consumer-groups --bootstrap-server localhost:9092 --list
+    ///   rafka consumer-groups --bootstrap-server localhost:9092 --describe --group billing
+    ///   rafka consumer-groups --bootstrap-server localhost:9092 --reset-offsets --group billing --topic orders --to-earliest --execute
+    /// Errors print "Error: <message>" on stderr and exit 1.
+    #[command(verbatim_doc_comment)]
+    ConsumerGroups(consumer_groups::ConsumerGroupsArgs),
     /// Run a local multi-node cluster (broker+controller nodes as child processes) until Ctrl-C.
     ///
     /// Node i serves Kafka clients on 127.0.0.1:P+i-1 and node-to-node gRPC on
@@ -97,6 +107,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server { config, overrides } => server(config, overrides),
         Command::Topics(args) => return topics::run(args),
+        Command::ConsumerGroups(args) => return consumer_groups::run(args),
         Command::Dev(args) => dev::run(args),
         Command::Healthcheck(args) => return healthcheck::run(args),
     };
