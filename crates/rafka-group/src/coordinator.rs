@@ -671,15 +671,20 @@ impl GroupCoordinator {
                     outcomes.push((ti, p.partition_index, error, slot));
                 }
             }
-            if writes.is_empty() { None } else { Some(self.append(&shard, &writes)) }
+            let appended = if writes.is_empty() { None } else { Some(self.append(&shard, &writes)) };
+            if matches!(appended, Some(Ok(_))) {
+                g.pending_commits += 1;
+            }
+            appended
         };
         let write_result = match appended {
             None => Ok(()),
             Some(Err(e)) => Err(e),
             Some(Ok((base, end))) => {
                 let stored = self.committed(&shard, end).await;
+                let mut g = group.lock();
+                g.pending_commits -= 1;
                 if stored.is_ok() {
-                    let mut g = group.lock();
                     for (i, (topic, partition, value)) in values.into_iter().enumerate() {
                         g.apply_offset(&topic, partition, Some(value), base + i as i64);
                     }

@@ -219,6 +219,9 @@ pub struct Group {
     state_timestamp: i64,
     /// `group.initial.rebalance.delay.ms`.
     initial_delay_ms: i64,
+    /// Offset commits appended but not yet applied: the group must not be dropped as
+    /// vacant meanwhile.
+    pub pending_commits: usize,
     /// Set when the group changed in a way that should be written without anyone waiting
     /// on the write (an emptied group's new generation, a replaced static member).
     needs_store: bool,
@@ -243,6 +246,7 @@ impl Group {
             pending_assignment: None,
             state_timestamp: now,
             initial_delay_ms: settings.initial_rebalance_delay_ms,
+            pending_commits: 0,
             needs_store: false,
         }
     }
@@ -277,6 +281,7 @@ impl Group {
             && self.members.is_empty()
             && self.pending_members.is_empty()
             && self.offsets.is_empty()
+            && self.pending_commits == 0
     }
 
     /// Takes the "write the group in the background" flag.

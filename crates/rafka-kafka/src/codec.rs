@@ -285,10 +285,10 @@ mod tests {
             decode_request(frame_of(3, 99, 1, b"")),
             Err(FrameError::UnsupportedVersion { .. })
         ));
-        // A known API the broker does not implement (JoinGroup) is refused as unknown.
+        // A known API the broker does not implement (AddPartitionsToTxn) is refused as unknown.
         assert!(matches!(
-            decode_request(frame_of(11, 0, 1, b"")),
-            Err(FrameError::UnknownApiKey { api_key: 11 })
+            decode_request(frame_of(24, 0, 1, b"")),
+            Err(FrameError::UnknownApiKey { api_key: 24 })
         ));
     }
 
