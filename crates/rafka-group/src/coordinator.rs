@@ -105,6 +105,18 @@ struct Shard {
     groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
 }
 
+impl Shard {
+    /// Removes `group` from the shard if it is still the entry for `group_id` (a new
+    /// group of the same id may have replaced it meanwhile) and `still` holds for it,
+    /// checked under the shard's lock.
+    fn remove_group(&self, group_id: &str, group: &Arc<Mutex<Group>>, still: impl Fn(&Group) -> bool) {
+        let mut map = self.groups.lock();
+        if map.get(group_id).is_some_and(|current| Arc::ptr_eq(current, group) && still(&group.lock())) {
+            map.remove(group_id);
+        }
+    }
+}
+
 /// See the module documentation.
 pub struct GroupCoordinator {
     node_id: i32,
@@ -373,10 +385,7 @@ impl GroupCoordinator {
                 self.store_in_background(&shard, &mut g);
                 if g.is_vacant() {
                     drop(g);
-                    let mut map = shard.groups.lock();
-                    if map.get(&id).is_some_and(|current| Arc::ptr_eq(current, &group) && group.lock().is_vacant()) {
-                        map.remove(&id);
-                    }
+                    shard.remove_group(&id, &group, |g| g.is_vacant());
                 }
             }
         }
@@ -933,10 +942,7 @@ impl GroupCoordinator {
         };
         self.committed(&shard, end).await?;
         group.lock().mark_dead(ResponseError::CoordinatorNotAvailable);
-        let mut map = shard.groups.lock();
-        if map.get(group_id).is_some_and(|g| Arc::ptr_eq(g, &group)) {
-            map.remove(group_id);
-        }
+        shard.remove_group(group_id, &group, |_| true);
         Ok(())
     }
 
