@@ -53,11 +53,12 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// List, describe, reset the offsets of, or delete consumer groups, like Kafka's kafka-consumer-groups.sh
     ///
-    /// Same flags and tables as kafka-consumer-groups.sh. Examples:
+    /// Kafka's flag names, tables and messages (a subset of kafka-consumer-groups.sh). Examples:
     ///   rafka consumer-groups --bootstrap-server localhost:9092 --list
     ///   rafka consumer-groups --bootstrap-server localhost:9092 --describe --group billing
     ///   rafka consumer-groups --bootstrap-server localhost:9092 --reset-offsets --group billing --topic orders --to-earliest --execute
-    /// Errors print "Error: <message>" on stderr and exit 1.
+    /// Failures print "Error: <message>" on stderr and exit 1; so do wrong flag combinations
+    /// (without the "Error: " prefix), before connecting.
     #[command(verbatim_doc_comment)]
     ConsumerGroups(consumer_groups::ConsumerGroupsArgs),
     /// Run a local multi-node cluster (broker+controller nodes as child processes) until Ctrl-C.
