@@ -50,6 +50,14 @@ pub struct LogConfig {
     /// Compact regardless of the dirty ratio once the oldest dirty record is
     /// older than this (`max.compaction.lag.ms`).
     pub max_compaction_lag_ms: i64,
+    /// Sync once this many messages are appended and not yet synced
+    /// (`flush.messages`, at least 1; [`NO_FLUSH`] = never). 1 is the durable mode: a
+    /// record counts as replicated only once fsynced. Storage does not act on it:
+    /// the broker calls [`crate::PartitionLog::sync_appended`].
+    pub flush_messages: i64,
+    /// Sync once the oldest unsynced append is this old (`flush.ms`, at least 0;
+    /// [`NO_FLUSH`] = never). Acted on by the broker, as `flush_messages`.
+    pub flush_ms: i64,
 }
 
 impl Eq for LogConfig {}
@@ -62,6 +70,9 @@ pub const SEVEN_DAYS_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1_048_588;
 /// Kafka's default `delete.retention.ms`: one day.
 pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+/// Kafka's default `flush.messages` and `flush.ms` (`Long.MAX_VALUE`): never sync
+/// because of them, only at the periodic flush.
+pub const NO_FLUSH: i64 = i64::MAX;
 /// Kafka's default `min.cleanable.dirty.ratio`.
 pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
 
@@ -81,6 +92,8 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            flush_messages: NO_FLUSH,
+            flush_ms: NO_FLUSH,
         }
     }
 }
@@ -127,6 +140,18 @@ impl LogConfig {
             return Err(StorageError::InvalidArgument(format!(
                 "max_compaction_lag_ms must be positive, got {}",
                 self.max_compaction_lag_ms
+            )));
+        }
+        if self.flush_messages < 1 {
+            return Err(StorageError::InvalidArgument(format!(
+                "flush_messages must be at least 1, got {}",
+                self.flush_messages
+            )));
+        }
+        if self.flush_ms < 0 {
+            return Err(StorageError::InvalidArgument(format!(
+                "flush_ms must not be negative, got {}",
+                self.flush_ms
             )));
         }
         if self.max_message_bytes < crate::batch::BatchHeader::SIZE as u32 {

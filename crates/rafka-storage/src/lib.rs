@@ -17,7 +17,8 @@
 //! * `checkpoint`: Kafka-format text checkpoints replaced atomically.
 //! * [`PartitionLog`] (module `log`): the segments of one partition directory
 //!   behind one lock — append (leader and replicated), read, offset and
-//!   timestamp lookups, flush, crash recovery, retention, truncation.
+//!   timestamp lookups, flush and the data-only group-commit sync behind the
+//!   broker's `flush.messages`/`flush.ms`, crash recovery, retention, truncation.
 //! * `cleaner` (a child of `log`): log compaction, [`PartitionLog::compact`],
 //!   which keeps the latest record of every key; see its module docs for the
 //!   rules, the crash-safe segment swap and the [`CleanStats`] it returns.
@@ -58,13 +59,15 @@ mod varint;
 pub use batch::{batches, BatchHeader};
 pub use config::{
     LogConfig, TimestampType, DEFAULT_DELETE_RETENTION_MS, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MIN_CLEANABLE_DIRTY_RATIO, DEFAULT_SEGMENT_BYTES, SEVEN_DAYS_MS,
+    DEFAULT_MIN_CLEANABLE_DIRTY_RATIO, DEFAULT_SEGMENT_BYTES, NO_FLUSH, SEVEN_DAYS_MS,
 };
 pub use epoch::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use error::StorageError;
 pub use log::{
     AppendInfo, CleanStats, PartitionLog, ReadResult, CLEAN_SHUTDOWN_FILE, DEFAULT_KEY_MAP_BYTES,
 };
+#[cfg(any(test, feature = "fault-injection"))]
+pub use log::SyncHook;
 pub use producer_state::ProducerSnapshot;
 
 /// Compile-time check that the log can be shared across threads.

@@ -10,17 +10,26 @@
 //!   they only assign offsets (12 bytes per batch), maybe roll, and write.
 //! * reads take the lock just long enough to pick the segment, clone its file
 //!   handle and note positions; the `pread`s happen outside it.
-//! * `flush` holds a second lock (`flush_lock`, always taken before the main
-//!   one) for its whole run but the main lock only to collect the files to
-//!   fsync; the fsyncs run while appends continue. The recovery-point
-//!   checkpoint is only written under `flush_lock`, and truncation takes it
-//!   too, so a flush can never record as durable data that a concurrent
-//!   truncation replaced.
+//! * `flush` and `sync_appended` hold a second lock (`flush_lock`, always
+//!   taken before the main one) for their whole run but the main lock only to
+//!   collect the files to fsync; the fsyncs run while appends continue. The
+//!   recovery-point checkpoint is only written under `flush_lock`, and
+//!   truncation takes it too, so neither can record as durable data that a
+//!   concurrent truncation replaced.
 //!
 //! Durability order ("persist before you write"): a new leader epoch reaches
 //! `leader-epoch-checkpoint` before the data in that epoch; a truncation
 //! lowers the recovery point on disk before it touches segment files.
-//! Nothing is fsynced per append; [`PartitionLog::flush`] is the group commit.
+//! Nothing is fsynced by an append itself. [`PartitionLog::flush`] (periodic)
+//! syncs data and indexes and moves the recovery point;
+//! [`PartitionLog::sync_appended`] (the broker's `flush.messages` /
+//! `flush.ms` modes) syncs only the segment data written since the last sync
+//! and is a group commit: callers queue on `flush_lock`, and one that finds
+//! its data already covered by the sync that ran meanwhile returns without
+//! an fsync. Both advance the *durable end* ([`PartitionLog::synced_end_offset`]):
+//! every offset below it is on stable storage. It can be above the recovery
+//! point (a crash rescans from the recovery point and keeps what is intact,
+//! which includes everything synced); truncation lowers it with the log end.
 //!
 //! Recovery after a crash (no `.clean-shutdown` marker): segments wholly
 //! below the recovery point are trusted (after index sanity checks), the rest
@@ -45,6 +54,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -71,6 +81,12 @@ use crate::StorageError;
 /// Marker written by [`PartitionLog::close`]; its presence on open means the
 /// indexes can be trusted without a scan. Removed by `open`.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+/// A test hook run by [`PartitionLog::sync_appended`] before it fsyncs (feature
+/// `fault-injection`): it may block, to hold a sync in flight, or fail, to act as a
+/// failed fsync.
+#[cfg(any(test, feature = "fault-injection"))]
+pub type SyncHook = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
 /// What an append wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +130,12 @@ struct Inner {
     producers: ProducerStateManager,
     /// Segment files were created or deleted since the last directory fsync.
     dir_dirty: bool,
+    /// The durable end: offsets below it are fsynced (by `flush` or
+    /// `sync_appended`). Never above the log end offset.
+    synced_end_offset: i64,
+    /// Wall-clock time of the oldest append not yet covered by a started sync
+    /// (for `flush.ms`); `None` when there is none.
+    unsynced_since_ms: Option<i64>,
     closed: bool,
     /// Bumped by every truncation: a cleaner pass that sees it move drops its work.
     truncations: u64,
@@ -126,8 +148,14 @@ struct Inner {
 pub struct PartitionLog {
     dir: PathBuf,
     inner: Mutex<Inner>,
-    /// Serialises flush/close/truncation and guards the recovery-point file.
+    /// Serialises flush/sync_appended/close/truncation and guards the
+    /// recovery-point file.
     flush_lock: Mutex<()>,
+    /// How many times `sync_appended` fsynced (for tests and diagnostics).
+    appended_syncs: AtomicU64,
+    /// Runs before the fsyncs of `sync_appended`; an error counts as a failed fsync.
+    #[cfg(any(test, feature = "fault-injection"))]
+    sync_hook: Mutex<Option<SyncHook>>,
     high_watermark: Mutex<Option<i64>>,
     /// Serialises compaction passes; holds the cleaner checkpoint.
     cleaner: Mutex<cleaner::CleanerState>,
@@ -311,6 +339,22 @@ impl Inner {
         Ok(())
     }
 
+    /// Starts the `flush.ms` clock at the first append after a sync (the clock is
+    /// read only then).
+    fn note_unsynced_append(&mut self) {
+        if self.unsynced_since_ms.is_none() {
+            self.unsynced_since_ms = Some(wall_clock_ms());
+        }
+    }
+
+    /// After a failed sync: the appends it took the clock of are unsynced again.
+    fn restore_unsynced_since(&mut self, taken: Option<i64>) {
+        self.unsynced_since_ms = match (taken, self.unsynced_since_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
     /// Notes a truncation to `new_end` for the log cleaner.
     fn note_truncation(&mut self, new_end: i64) {
         self.truncations += 1;
@@ -349,6 +393,9 @@ impl Inner {
         }
         self.log_start_offset = offset;
         self.dir_dirty = true;
+        // Nothing lies below `offset` any more: there is nothing to lose.
+        self.synced_end_offset = offset;
+        self.unsynced_since_ms = None;
         if self.epochs.clear() {
             self.epochs.persist()?;
         }
@@ -510,6 +557,8 @@ impl PartitionLog {
             epochs,
             producers: ProducerStateManager::new(snapshot_offsets),
             dir_dirty,
+            synced_end_offset: 0,
+            unsynced_since_ms: None,
             closed: false,
             truncations: 0,
             truncated_to: None,
@@ -555,6 +604,7 @@ impl PartitionLog {
         }
         write_offset(&dir, RECOVERY_POINT_CHECKPOINT, leo)?;
         inner.recovery_point = leo;
+        inner.synced_end_offset = leo;
         if log_start_checkpoint != Some(log_start) {
             write_offset(&dir, LOG_START_OFFSET_CHECKPOINT, log_start)?;
         }
@@ -569,6 +619,9 @@ impl PartitionLog {
             dir,
             inner: Mutex::new(inner),
             flush_lock: Mutex::new(()),
+            appended_syncs: AtomicU64::new(0),
+            #[cfg(any(test, feature = "fault-injection"))]
+            sync_hook: Mutex::new(None),
             high_watermark: Mutex::new(high_watermark),
             cleaner: Mutex::new(cleaner::CleanerState::default()),
         })
@@ -679,6 +732,7 @@ impl PartitionLog {
         }
         let interval = inner.config.index_interval_bytes;
         inner.active_mut().append(&records, interval, now_ms)?;
+        inner.note_unsynced_append();
         if !pending.is_empty() {
             inner.producers.commit(pending);
         }
@@ -740,6 +794,7 @@ impl PartitionLog {
         }
         let interval = inner.config.index_interval_bytes;
         inner.active_mut().append(&records, interval, now_ms)?;
+        inner.note_unsynced_append();
         for header in &tracked {
             inner.producers.apply(header);
         }
@@ -1070,7 +1125,7 @@ impl PartitionLog {
     }
 
     fn flush_locked(&self) -> Result<(), StorageError> {
-        let (files, target, dir_dirty, snapshot) = {
+        let (files, target, dir_dirty, snapshot, unsynced_since) = {
             let mut inner = self.inner.lock();
             let n = inner.segments.len();
             let mut files = Vec::new();
@@ -1086,11 +1141,12 @@ impl PartitionLog {
                 files.extend(seg.take_files_to_sync());
             }
             let dir_dirty = std::mem::take(&mut inner.dir_dirty);
+            let unsynced_since = inner.unsynced_since_ms.take();
             let leo = inner.log_end_offset();
             let snapshot = inner
                 .producer_snapshot_due()
                 .then(|| inner.producers.encode_snapshot(leo));
-            (files, leo, dir_dirty, snapshot)
+            (files, leo, dir_dirty, snapshot, unsynced_since)
         };
         let synced = files.iter().try_for_each(|f| f.sync_data()).and_then(|()| {
             if dir_dirty {
@@ -1104,11 +1160,16 @@ impl PartitionLog {
             // Unknown what reached the disk: sync everything again next time.
             inner.segments.iter_mut().for_each(Segment::mark_dirty);
             inner.dir_dirty = true;
+            inner.restore_unsynced_since(unsynced_since);
             return Err(StorageError::IoAt {
                 op: "syncing",
                 path: self.dir.clone(),
                 source,
             });
+        }
+        {
+            let mut inner = self.inner.lock();
+            inner.synced_end_offset = inner.synced_end_offset.max(target);
         }
         // The data below `target` is durable: a snapshot of it may be too.
         // (`flush_lock` keeps truncations out until we are done.)
@@ -1127,6 +1188,107 @@ impl PartitionLog {
             sync_dir(&self.dir).ctx("syncing directory", &self.dir)?;
         }
         Ok(())
+    }
+
+    /// fsyncs the data (`.log` files only) written since the last sync, and the
+    /// directory if segment files were created or removed, and returns the durable
+    /// end: the log end offset as it was just before those fsyncs (see
+    /// [`PartitionLog::synced_end_offset`]). Indexes, the producer-state snapshot and
+    /// the recovery-point checkpoint are left to [`PartitionLog::flush`]: after a
+    /// crash, recovery rescans everything above the recovery point anyway.
+    ///
+    /// A group commit: the caller needs everything appended before the call; callers
+    /// queue on `flush_lock`, and one that finds the durable end already at or past
+    /// the log end it saw on entry (a sync or flush that ran while it waited covered
+    /// it) returns at once, without an fsync. So N concurrent callers cost one or two
+    /// fsyncs, not N.
+    ///
+    /// On failure the data is marked unsynced again (the next call retries it) and the
+    /// durable end does not move.
+    pub fn sync_appended(&self) -> Result<i64, StorageError> {
+        let wanted = self.log_end_offset();
+        let _flushing = self.flush_lock.lock();
+        let (files, target, dir_dirty, unsynced_since) = {
+            let mut inner = self.inner.lock();
+            if inner.synced_end_offset >= wanted {
+                return Ok(inner.synced_end_offset);
+            }
+            let files: Vec<Arc<File>> = inner
+                .segments
+                .iter_mut()
+                .filter_map(Segment::take_log_to_sync)
+                .collect();
+            let dir_dirty = std::mem::take(&mut inner.dir_dirty);
+            let unsynced_since = inner.unsynced_since_ms.take();
+            (files, inner.log_end_offset(), dir_dirty, unsynced_since)
+        };
+        self.appended_syncs.fetch_add(1, Ordering::Relaxed);
+        let synced = self
+            .run_sync_hook()
+            .and_then(|()| files.iter().try_for_each(|f| f.sync_data()))
+            .and_then(|()| {
+                if dir_dirty {
+                    sync_dir(&self.dir)
+                } else {
+                    Ok(())
+                }
+            });
+        let mut inner = self.inner.lock();
+        if let Err(source) = synced {
+            // Unknown what reached the disk: sync all the data again next time.
+            inner
+                .segments
+                .iter_mut()
+                .for_each(Segment::mark_log_unsynced);
+            inner.dir_dirty |= dir_dirty;
+            inner.restore_unsynced_since(unsynced_since);
+            return Err(StorageError::IoAt {
+                op: "syncing",
+                path: self.dir.clone(),
+                source,
+            });
+        }
+        inner.synced_end_offset = inner.synced_end_offset.max(target);
+        tracing::trace!(dir = %self.dir.display(), durable_end = inner.synced_end_offset,
+            files = files.len(), "synced appended data");
+        Ok(inner.synced_end_offset)
+    }
+
+    #[cfg(any(test, feature = "fault-injection"))]
+    fn run_sync_hook(&self) -> std::io::Result<()> {
+        let hook = self.sync_hook.lock().clone();
+        hook.map_or(Ok(()), |hook| hook())
+    }
+
+    #[cfg(not(any(test, feature = "fault-injection")))]
+    fn run_sync_hook(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Installs (or with `None` removes) the hook [`PartitionLog::sync_appended`] runs
+    /// before its fsyncs: tests use it to hold a sync in flight or to fail it.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn set_sync_hook(&self, hook: Option<SyncHook>) {
+        *self.sync_hook.lock() = hook;
+    }
+
+    /// The durable end: every offset below it is on stable storage, fsynced by
+    /// [`PartitionLog::sync_appended`] or [`PartitionLog::flush`] (or found on disk by
+    /// `open`). At most the log end offset; a truncation lowers it with the log end.
+    pub fn synced_end_offset(&self) -> i64 {
+        self.inner.lock().synced_end_offset
+    }
+
+    /// Wall-clock time (ms) of the oldest append that no sync has covered yet, or
+    /// `None` if every append has been (or is being) synced: the `flush.ms` clock.
+    pub fn unsynced_since_ms(&self) -> Option<i64> {
+        self.inner.lock().unsynced_since_ms
+    }
+
+    /// How many times [`PartitionLog::sync_appended`] actually fsynced (calls that
+    /// found their data already durable are not counted).
+    pub fn appended_syncs(&self) -> u64 {
+        self.appended_syncs.load(Ordering::Relaxed)
     }
 
     /// Flushes, then writes the clean-shutdown marker so that the next open
@@ -1286,6 +1448,7 @@ impl PartitionLog {
         }
         let new_leo = inner.segments[idx].truncate_to(offset)?;
         inner.note_truncation(new_leo);
+        inner.synced_end_offset = inner.synced_end_offset.min(new_leo);
         if inner.epochs.truncate_from_end(new_leo) {
             inner.epochs.persist()?;
         }

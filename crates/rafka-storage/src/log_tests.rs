@@ -1393,3 +1393,214 @@ fn truncating_at_the_log_end_drops_an_epoch_opened_there_without_writes() {
         "the epoch checkpoint was rewritten"
     );
 }
+
+// ---------------------------------------------------------------------------
+// sync_appended: the data-only group commit (flush.messages / flush.ms)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn sync_appended_moves_the_durable_end_to_the_log_end_and_only_fsyncs_when_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    assert_eq!(log.synced_end_offset(), 0);
+    assert_eq!(log.unsynced_since_ms(), None);
+    log.append(simple_batch(3, T0), 0, T0).unwrap();
+    assert_eq!(log.synced_end_offset(), 0, "an append alone syncs nothing");
+    assert!(log.unsynced_since_ms().is_some(), "the flush.ms clock started");
+
+    assert_eq!(log.sync_appended().unwrap(), 3);
+    assert_eq!(log.synced_end_offset(), 3);
+    assert_eq!(log.appended_syncs(), 1);
+    assert_eq!(log.unsynced_since_ms(), None);
+    assert_eq!(log.recovery_point(), 0, "the recovery point is flush's job");
+
+    assert_eq!(log.sync_appended().unwrap(), 3);
+    assert_eq!(log.appended_syncs(), 1, "nothing new: no fsync");
+}
+
+#[test]
+fn sync_appended_leaves_the_indexes_dirty_for_the_next_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(simple_batch(2, T0), 0, T0).unwrap();
+    log.sync_appended().unwrap();
+    assert!(
+        log.inner.lock().active().is_dirty(),
+        "flush must still seal and sync the indexes"
+    );
+    log.flush().unwrap();
+    assert!(!log.inner.lock().active().is_dirty());
+    assert_eq!(log.recovery_point(), 2);
+}
+
+#[test]
+fn sync_appended_covers_a_rolled_segment_and_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = one_record_batch_size() as u64;
+    let log = open_with(
+        dir.path(),
+        LogConfig {
+            segment_bytes: 2 * size,
+            ..test_config()
+        },
+    );
+    for _ in 0..5 {
+        log.append(simple_batch(1, T0), 0, T0).unwrap();
+    }
+    assert!(log.segment_count() > 1);
+    assert!(log.inner.lock().dir_dirty);
+    assert_eq!(log.sync_appended().unwrap(), 5);
+    let inner = log.inner.lock();
+    assert!(!inner.dir_dirty, "new segment files need their directory synced");
+    assert!(inner.segments.iter().all(|s| s.is_dirty()));
+}
+
+#[test]
+fn flush_and_open_also_move_the_durable_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(simple_batch(4, T0), 0, T0).unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.synced_end_offset(), 4);
+    assert_eq!(log.unsynced_since_ms(), None);
+    assert_eq!(log.sync_appended().unwrap(), 4);
+    assert_eq!(log.appended_syncs(), 0, "the flush covered it");
+    log.append(simple_batch(1, T0), 0, T0).unwrap();
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.synced_end_offset(), 5, "open syncs what it recovered");
+}
+
+#[test]
+fn callers_that_appended_before_a_sync_share_its_fsync() {
+    const CALLERS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path()));
+    let barrier = Arc::new(std::sync::Barrier::new(CALLERS));
+    let handles: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let info = log.append(simple_batch(1, T0), 0, T0).unwrap();
+                barrier.wait();
+                let durable = log.sync_appended().unwrap();
+                assert!(durable > info.last_offset, "{durable} does not cover {info:?}");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(log.synced_end_offset(), CALLERS as i64);
+    assert_eq!(log.appended_syncs(), 1, "the first sync covered every caller");
+}
+
+#[test]
+fn callers_queued_behind_an_inflight_sync_share_the_next_one() {
+    const CALLERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path()));
+    // The first sync blocks in the hook until released; later ones pass.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(Some(held));
+    log.set_sync_hook(Some(Arc::new(move || {
+        if let Some(rx) = held.lock().take() {
+            rx.recv().ok();
+        }
+        Ok(())
+    })));
+    log.append(simple_batch(1, T0), 0, T0).unwrap();
+    let first = {
+        let log = log.clone();
+        std::thread::spawn(move || log.sync_appended().unwrap())
+    };
+    while log.appended_syncs() == 0 {
+        std::thread::yield_now();
+    }
+    // Appended while the first sync is in flight: not covered by it.
+    let barrier = Arc::new(std::sync::Barrier::new(CALLERS + 1));
+    let handles: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let info = log.append(simple_batch(1, T0), 0, T0).unwrap();
+                barrier.wait();
+                let durable = log.sync_appended().unwrap();
+                assert!(durable > info.last_offset, "{durable} does not cover {info:?}");
+            })
+        })
+        .collect();
+    barrier.wait();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    release.send(()).unwrap();
+    assert_eq!(first.join().unwrap(), 1, "the first sync covers what it saw");
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(log.synced_end_offset(), 1 + CALLERS as i64);
+    assert_eq!(
+        log.appended_syncs(),
+        2,
+        "{CALLERS} callers behind one sync share one more"
+    );
+}
+
+#[test]
+fn truncation_lowers_the_durable_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    for _ in 0..5 {
+        log.append(simple_batch(1, T0), 0, T0).unwrap();
+    }
+    assert_eq!(log.sync_appended().unwrap(), 5);
+    log.truncate_to(2).unwrap();
+    assert_eq!(log.synced_end_offset(), 2);
+    log.append(simple_batch(1, T0), 0, T0).unwrap();
+    assert_eq!(log.synced_end_offset(), 2, "the new offset 2 is not synced yet");
+    assert_eq!(log.sync_appended().unwrap(), 3);
+    log.truncate_fully_and_start_at(100).unwrap();
+    assert_eq!(log.synced_end_offset(), 100);
+    log.append(simple_batch(1, T0), 0, T0).unwrap();
+    assert_eq!(log.sync_appended().unwrap(), 101);
+}
+
+#[test]
+fn a_failed_sync_leaves_the_durable_end_and_the_next_one_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(simple_batch(2, T0), 0, T0).unwrap();
+    log.set_sync_hook(Some(Arc::new(|| {
+        Err(std::io::Error::other("injected fsync failure"))
+    })));
+    let err = log.sync_appended().unwrap_err();
+    assert!(matches!(err, StorageError::IoAt { op: "syncing", .. }), "{err}");
+    assert!(err.to_string().contains("injected fsync failure"), "{err}");
+    assert_eq!(log.synced_end_offset(), 0);
+    assert!(log.unsynced_since_ms().is_some(), "still unsynced for flush.ms");
+    log.set_sync_hook(None);
+    assert_eq!(log.sync_appended().unwrap(), 2);
+    assert_eq!(log.appended_syncs(), 2);
+}
+
+#[test]
+fn flush_settings_are_validated() {
+    let ok = LogConfig {
+        flush_messages: 1,
+        flush_ms: 0,
+        ..test_config()
+    };
+    ok.validate().unwrap();
+    assert_eq!(LogConfig::default().flush_messages, crate::NO_FLUSH);
+    for bad in [
+        LogConfig {
+            flush_messages: 0,
+            ..test_config()
+        },
+        LogConfig {
+            flush_ms: -1,
+            ..test_config()
+        },
+    ] {
+        assert!(matches!(bad.validate(), Err(StorageError::InvalidArgument(_))));
+    }
+}

@@ -67,8 +67,13 @@ pub(crate) struct Segment {
     /// When the segment received its first data (or was loaded), for `maybe_roll`.
     roll_clock_ms: Option<i64>,
     bytes_since_index: u64,
-    /// Data written since the last fsync.
+    /// Data or index entries written since the last flush: what `flush` goes by to
+    /// seal indexes and fsync all three files.
     dirty: bool,
+    /// The `.log` file changed (written, cut or created) since its last fsync. Implies
+    /// `dirty`; `PartitionLog::sync_appended` clears only this one, so that the next
+    /// `flush` still seals and syncs the indexes.
+    log_unsynced: bool,
     /// An index file did not exist when the segment was opened.
     index_missing: bool,
 }
@@ -123,6 +128,7 @@ impl Segment {
             roll_clock_ms: None,
             bytes_since_index: 0,
             dirty: false,
+            log_unsynced: false,
             index_missing: false,
         }
     }
@@ -152,7 +158,7 @@ impl Segment {
         let mut time_index = TimeIndex::open(&time_path, base_offset)?;
         time_index.reset()?;
         let mut segment = Self::with_files(base_offset, log_path, log, 0, offset_index, time_index);
-        segment.dirty = true;
+        segment.mark_dirty();
         Ok(segment)
     }
 
@@ -216,18 +222,32 @@ impl Segment {
         self.dirty
     }
 
+    /// Everything must be synced again: the data and the indexes.
     pub(crate) fn mark_dirty(&mut self) {
         self.dirty = true;
+        self.log_unsynced = true;
     }
 
-    /// Files to fsync for this segment; clears the dirty flag.
+    /// The data must be synced again (a data-only sync failed; `dirty` is untouched).
+    pub(crate) fn mark_log_unsynced(&mut self) {
+        self.log_unsynced = true;
+    }
+
+    /// Files to fsync for this segment; clears both flags.
     pub(crate) fn take_files_to_sync(&mut self) -> [Arc<File>; 3] {
         self.dirty = false;
+        self.log_unsynced = false;
         [
             self.log.clone(),
             self.offset_index.file().clone(),
             self.time_index.file().clone(),
         ]
+    }
+
+    /// The `.log` file, if it changed since its last fsync; clears only that flag (the
+    /// indexes stay dirty for the next flush).
+    pub(crate) fn take_log_to_sync(&mut self) -> Option<Arc<File>> {
+        std::mem::take(&mut self.log_unsynced).then(|| self.log.clone())
     }
 
     /// Updates in-memory state and indexes for a batch written at `position`.
@@ -275,7 +295,7 @@ impl Segment {
             self.index_batch(&header, start + range.start as u64, index_interval_bytes);
         }
         self.size += buf.len() as u64;
-        self.dirty = true;
+        self.mark_dirty();
         if self.roll_clock_ms.is_none() {
             self.roll_clock_ms = Some(now_ms);
         }
@@ -546,7 +566,7 @@ impl Segment {
         // What was scanned may never have been fsynced (it was past the
         // recovery point): the caller must sync it before moving the
         // recovery point over it.
-        self.dirty = true;
+        self.mark_dirty();
         self.roll_clock_ms = (self.size > 0).then_some(now_ms);
         self.write_pending_indexes()?;
         Ok(outcome)
@@ -638,7 +658,7 @@ impl Segment {
             self.roll_clock_ms = None;
         }
         self.bytes_since_index = 0;
-        self.dirty = true;
+        self.mark_dirty();
         Ok(next_offset)
     }
 
