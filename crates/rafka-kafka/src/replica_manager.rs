@@ -22,7 +22,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use rafka_metadata::topic_config::{cleanup_policy_includes, TopicDefaults};
 use rafka_metadata::{MetadataImage, TopicImage};
-use rafka_storage::{LogConfig, StorageError, TimestampType, DEFAULT_MIN_CLEANABLE_DIRTY_RATIO};
+use rafka_storage::{LogConfig, StorageError, TimestampType, DEFAULT_MIN_CLEANABLE_DIRTY_RATIO, NO_FLUSH};
 use tokio::sync::{watch, Notify};
 use tracing::{info, info_span, warn};
 use uuid::Uuid;
@@ -98,6 +98,9 @@ pub fn log_config_for(defaults: &TopicDefaults, overrides: &BTreeMap<String, Str
             .unwrap_or(DEFAULT_MIN_CLEANABLE_DIRTY_RATIO),
         min_compaction_lag_ms: num("min.compaction.lag.ms").max(0),
         max_compaction_lag_ms: num("max.compaction.lag.ms").max(1),
+        // Validated when written; an unreadable value falls back to never.
+        flush_messages: Some(num("flush.messages")).filter(|v| *v >= 1).unwrap_or(NO_FLUSH),
+        flush_ms: optional("flush.ms").unwrap_or(NO_FLUSH),
         ..LogConfig::default()
     }
 }
@@ -432,6 +435,19 @@ mod tests {
         assert_eq!(c.max_message_bytes, 1048588);
         assert!(c.delete_retention);
         assert!(!c.compact);
+        assert_eq!((c.flush_messages, c.flush_ms), (NO_FLUSH, NO_FLUSH), "Kafka's defaults: never");
+    }
+
+    #[test]
+    fn flush_settings_reach_the_log_config() {
+        let defaults = TopicDefaults::from_broker(|k| (k == "log.flush.interval.ms").then(|| "1000".to_string()));
+        let mut overrides = BTreeMap::new();
+        overrides.insert("flush.messages".to_string(), "1".to_string());
+        let c = log_config_for(&defaults, &overrides);
+        assert_eq!((c.flush_messages, c.flush_ms), (1, 1000));
+        overrides.insert("flush.ms".to_string(), "0".to_string());
+        assert_eq!(log_config_for(&defaults, &overrides).flush_ms, 0);
+        c.validate().unwrap();
     }
 
     #[test]

@@ -108,6 +108,9 @@ fn validate_ratio(v: &str) -> Result<String, String> {
 fn validate_non_negative_ms(v: &str) -> Result<String, String> {
     long_at_least(0)(v)
 }
+fn validate_flush_messages(v: &str) -> Result<String, String> {
+    long_at_least(1)(v)
+}
 fn validate_positive_ms(v: &str) -> Result<String, String> {
     long_at_least(1)(v)
 }
@@ -159,6 +162,22 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         config_type: ConfigType::Long,
         kafka_default: "86400000",
         documentation: "Compacted topics: how long tombstones (null values) are kept, counted from the newest record of their segment.",
+        validate: validate_non_negative_ms,
+    },
+    TopicConfigDef {
+        name: "flush.messages",
+        broker_synonym: "log.flush.interval.messages",
+        config_type: ConfigType::Long,
+        kafka_default: "9223372036854775807",
+        documentation: "Sync a partition's log to disk once this many messages are unsynced. 1 is the durable mode: a record is acknowledged (and counts for the high watermark) only once it is fsynced on the leader and on every in-sync replica counted, with concurrent appends sharing fsyncs.",
+        validate: validate_flush_messages,
+    },
+    TopicConfigDef {
+        name: "flush.ms",
+        broker_synonym: "log.flush.interval.ms",
+        config_type: ConfigType::Long,
+        kafka_default: "9223372036854775807",
+        documentation: "Sync a partition's log to disk once its oldest unsynced record is this old (checked at most every second, at least every 10 ms). Acknowledgements do not wait for it.",
         validate: validate_non_negative_ms,
     },
     TopicConfigDef {
@@ -376,6 +395,26 @@ mod tests {
         }
         assert_eq!(ConfigType::Double as i8, 6);
         assert_eq!(validate_topic_config("min.cleanable.dirty.ratio", " 0.25 ").unwrap(), "0.25");
+    }
+
+    #[test]
+    fn flush_keys_have_kafka_names_types_and_defaults() {
+        for (name, synonym) in [("flush.messages", "log.flush.interval.messages"), ("flush.ms", "log.flush.interval.ms")] {
+            let def = topic_config_def(name).unwrap();
+            assert_eq!(
+                (def.broker_synonym, def.config_type, def.kafka_default),
+                (synonym, ConfigType::Long, "9223372036854775807")
+            );
+            assert_eq!(def.validate(def.kafka_default).unwrap(), def.kafka_default);
+            assert!(validate_topic_config(name, "-1").is_err());
+            let err = validate_topic_config(name, "often").unwrap_err();
+            assert!(err.to_string().contains(name) && err.to_string().contains("often"), "{err}");
+        }
+        assert_eq!(validate_topic_config("flush.messages", " 1 ").unwrap(), "1");
+        let err = validate_topic_config("flush.messages", "0").unwrap_err();
+        assert!(err.to_string().contains("flush.messages") && err.to_string().contains('0'), "{err}");
+        // As in Kafka, flush.ms may be 0 (sync at every check).
+        assert_eq!(validate_topic_config("flush.ms", "0").unwrap(), "0");
     }
 
     #[test]

@@ -122,6 +122,9 @@ const KNOWN_KEYS: &[KeyDef] = &[
     key("log.retention.bytes", Some("-1")),
     key("log.retention.check.interval.ms", Some("300000")),
     key("log.flush.offset.checkpoint.interval.ms", Some("60000")),
+    key("log.flush.interval.messages", Some("9223372036854775807")),
+    // Kafka's default is null: "use log.flush.scheduler.interval.ms", which is never.
+    key("log.flush.interval.ms", None),
     key("log.cleanup.policy", Some("delete")),
     key("log.cleaner.enable", Some("true")),
     key("log.cleaner.backoff.ms", Some("15000")),
@@ -679,8 +682,12 @@ impl BrokerConfig {
             ("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio"),
             ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
             ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
+            ("flush.messages", "log.flush.interval.messages"),
         ] {
             topic_default(topic_key, broker_key, r.string(broker_key))?;
+        }
+        if settings.is_set("log.flush.interval.ms") {
+            topic_default("flush.ms", "log.flush.interval.ms", r.string("log.flush.interval.ms"))?;
         }
 
         Ok(BrokerConfig {
@@ -992,6 +999,23 @@ mod tests {
         let (v, source) = c.topic_defaults().effective("retention.ms", &overrides).unwrap();
         assert_eq!(v, "604800000");
         assert_eq!(source, rafka_metadata::topic_config::ConfigSource::Default);
+    }
+
+    #[test]
+    fn log_flush_intervals_are_the_flush_topic_defaults() {
+        use rafka_metadata::topic_config::ConfigSource;
+        let overrides = BTreeMap::new();
+        let d = load("", &[], &[]).unwrap().topic_defaults();
+        for key in ["flush.messages", "flush.ms"] {
+            assert_eq!(d.effective(key, &overrides).unwrap(), ("9223372036854775807".to_string(), ConfigSource::Default), "{key}");
+        }
+        let d = load("log.flush.interval.messages=1\nlog.flush.interval.ms=250\n", &[], &[]).unwrap().topic_defaults();
+        assert_eq!(d.effective("flush.messages", &overrides).unwrap(), ("1".to_string(), ConfigSource::StaticBroker));
+        assert_eq!(d.effective("flush.ms", &overrides).unwrap(), ("250".to_string(), ConfigSource::StaticBroker));
+        let e = load("log.flush.interval.messages=0\n", &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("log.flush.interval.messages") && e.contains('0'), "{e}");
+        let e = load("log.flush.interval.ms=soon\n", &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("log.flush.interval.ms") && e.contains("soon"), "{e}");
     }
 
     #[test]
