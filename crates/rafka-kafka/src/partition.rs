@@ -17,15 +17,29 @@
 //! The log sits behind an `RwLock<Option<_>>` so topic deletion can take it away from
 //! under in-flight requests: they then see the partition as gone rather than writing
 //! into a deleted directory.
+//!
+//! Flush policy (`flush.messages`, `flush.ms`; read from two atomics, so the default,
+//! "never", costs the append path one load). With `flush.messages=1`, the durable
+//! mode, the leader counts its own *durable end* (what is fsynced,
+//! [`PartitionLog::synced_end_offset`]) for the HW instead of its LEO, and followers
+//! fsync before they report a new LEO (see `rafka-replication`), so a record is
+//! committed, and acknowledged, only once it is on stable storage on the leader and on
+//! every ISR member counted. Syncs run off the async runtime, one round at a time per
+//! partition ([`Partition::request_sync`]): requests arriving while a round runs are
+//! all served by the next one, which covers everything appended before it starts
+//! (group commit). With `flush.messages=N>1` an append that leaves N or more messages
+//! unsynced starts a round in the background; `flush.ms` is the broker's syncer task
+//! ([`crate::ReplicaManager::run_log_syncer`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use kafka_protocol::ResponseError;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
-use rafka_storage::{AppendInfo, LogConfig, PartitionLog, StorageError};
+use rafka_storage::{AppendInfo, LogConfig, PartitionLog, StorageError, NO_FLUSH};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -88,6 +102,26 @@ pub enum FollowerPosition {
     Diverging { epoch: i32, end_offset: i64 },
 }
 
+/// Sync rounds of one partition: at most one runs at a time.
+#[derive(Debug, Default)]
+struct SyncRounds {
+    /// A round is running (on a blocking thread).
+    running: bool,
+    /// A sync was requested after the running round started: run one more.
+    again: bool,
+    /// Rounds started so far, the running one included.
+    started: u64,
+}
+
+/// What the sync rounds have done, for the requests waiting on them.
+#[derive(Debug, Clone, Default)]
+struct SyncOutcome {
+    /// Rounds finished (they finish in the order they start).
+    finished: u64,
+    /// The error of the last finished round, if it failed.
+    error: Option<KafkaError>,
+}
+
 /// A partition replica hosted by this broker.
 pub struct Partition {
     pub topic: String,
@@ -104,6 +138,13 @@ pub struct Partition {
     /// Shared with every partition of the broker: woken when a log grows or a high
     /// watermark moves, so replication sessions waiting for data can answer.
     activity: Arc<Notify>,
+    /// `flush.messages` and `flush.ms` of the log config ([`NO_FLUSH`] = never).
+    flush_messages: AtomicI64,
+    flush_ms: AtomicI64,
+    sync_rounds: Mutex<SyncRounds>,
+    sync_outcome: watch::Sender<SyncOutcome>,
+    /// As follower: the leader's high watermark as last received.
+    leader_high_watermark: AtomicI64,
 }
 
 impl std::fmt::Debug for Partition {
@@ -147,6 +188,7 @@ impl Partition {
         activity: Arc<Notify>,
     ) -> Result<Partition, StorageError> {
         write_partition_metadata(&dir, topic_id)?;
+        let (flush_messages, flush_ms) = (config.flush_messages, config.flush_ms);
         let log = PartitionLog::open(dir.clone(), config)?;
         let (high_watermark, _) = watch::channel(log.checkpointed_high_watermark().unwrap_or(0));
         let partition = Partition {
@@ -161,6 +203,11 @@ impl Partition {
             state_version: watch::channel(0).0,
             leader_book: Mutex::new(LeaderBook::default()),
             activity,
+            flush_messages: AtomicI64::new(flush_messages),
+            flush_ms: AtomicI64::new(flush_ms),
+            sync_rounds: Mutex::new(SyncRounds::default()),
+            sync_outcome: watch::channel(SyncOutcome::default()).0,
+            leader_high_watermark: AtomicI64::new(0),
         };
         partition.set_state(state)?;
         Ok(partition)
@@ -186,6 +233,155 @@ impl Partition {
 
     pub fn state(&self) -> ReplicaState {
         self.state.read().clone()
+    }
+
+    /// Applies a new log configuration (an invalid one is logged and ignored).
+    pub fn update_log_config(&self, config: LogConfig) {
+        let Ok(log) = self.log() else { return };
+        if log.config() == config {
+            return;
+        }
+        if config.validate().is_ok() {
+            self.flush_messages.store(config.flush_messages, Ordering::Relaxed);
+            self.flush_ms.store(config.flush_ms, Ordering::Relaxed);
+        }
+        log.update_config(config);
+        drop(log);
+        // Leaving the durable mode lets the HW count the LEO again.
+        self.maybe_advance_high_watermark();
+    }
+
+    /// `flush.messages`: 1 is the durable mode, [`NO_FLUSH`] never syncs because of it.
+    pub fn flush_messages(&self) -> i64 {
+        self.flush_messages.load(Ordering::Relaxed)
+    }
+
+    /// `flush.ms`: [`NO_FLUSH`] never syncs because of it.
+    pub fn flush_ms(&self) -> i64 {
+        self.flush_ms.load(Ordering::Relaxed)
+    }
+
+    /// `flush.messages=1`: records count (for the HW, and as follower for the fetch
+    /// offset reported to the leader) only once fsynced.
+    pub fn is_durable(&self) -> bool {
+        self.flush_messages() == 1
+    }
+
+    /// Messages appended and not yet fsynced (LEO − durable end).
+    pub fn unsynced_messages(&self) -> i64 {
+        self.log().map_or(0, |log| log.log_end_offset() - log.synced_end_offset())
+    }
+
+    /// fsyncs what the log appended since its last sync (blocking: call it off the
+    /// async runtime), then lets the HW follow the new durable end. Concurrent callers
+    /// share fsyncs ([`PartitionLog::sync_appended`]). A failure is logged here.
+    pub fn sync_log(&self) -> Result<i64, KafkaError> {
+        let synced = self.log().and_then(|log| log.sync_appended().map_err(KafkaError::from));
+        match &synced {
+            Ok(_) => self.follow_durable_end(),
+            Err(e) if e.code == ResponseError::KafkaStorageError => {
+                tracing::error!(topic = %self.topic, partition = self.index, error = ?e.message, "fsync of the partition log failed");
+            }
+            Err(e) => tracing::debug!(topic = %self.topic, partition = self.index, error = ?e.message, "partition log not synced"),
+        }
+        synced
+    }
+
+    /// After the durable end moved: the HW may follow it.
+    fn follow_durable_end(&self) {
+        if self.is_leader() {
+            self.maybe_advance_high_watermark();
+        } else {
+            self.update_follower_high_watermark(self.leader_high_watermark.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Starts a sync round on a blocking thread, or asks the running one to be followed
+    /// by another: returns the round that covers everything appended before this call
+    /// (await it with [`Partition::wait_synced`]). Needs a Tokio runtime.
+    pub fn request_sync(self: &Arc<Self>) -> u64 {
+        let mut rounds = self.sync_rounds.lock();
+        if rounds.running {
+            rounds.again = true;
+            return rounds.started + 1;
+        }
+        rounds.running = true;
+        rounds.started += 1;
+        let round = rounds.started;
+        drop(rounds);
+        let partition = self.clone();
+        tokio::task::spawn_blocking(move || partition.run_sync_rounds());
+        round
+    }
+
+    fn run_sync_rounds(&self) {
+        loop {
+            // A panic must not leave `running` set: no round would ever run again.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sync_log()))
+                .unwrap_or_else(|_| Err(KafkaError::with_message(ResponseError::UnknownServerError, "the log sync panicked")));
+            self.sync_outcome.send_modify(|outcome| {
+                outcome.finished += 1;
+                outcome.error = result.err();
+            });
+            let mut rounds = self.sync_rounds.lock();
+            if !std::mem::take(&mut rounds.again) {
+                rounds.running = false;
+                return;
+            }
+            rounds.started += 1;
+        }
+    }
+
+    /// Waits for sync round `round` to finish and checks that the log is durable up to
+    /// `offset`: KAFKA_STORAGE_ERROR (or the round's other error) if the round failed,
+    /// NOT_LEADER_OR_FOLLOWER if a truncation took the records away meanwhile,
+    /// REQUEST_TIMED_OUT at `deadline`.
+    pub async fn wait_synced(&self, round: u64, offset: i64, deadline: tokio::time::Instant) -> Result<(), KafkaError> {
+        let mut outcomes = self.sync_outcome.subscribe();
+        let finished = tokio::time::timeout_at(deadline, outcomes.wait_for(|o| o.finished >= round)).await;
+        let error = match finished {
+            Ok(Ok(outcome)) => outcome.error.clone(),
+            Ok(Err(_)) => None, // the sender lives as long as `self`
+            Err(_) => {
+                return Err(KafkaError::with_message(
+                    ResponseError::RequestTimedOut,
+                    "the batch was not synced to disk before the request timeout",
+                ))
+            }
+        };
+        if self.log()?.synced_end_offset() >= offset {
+            return Ok(());
+        }
+        Err(match error {
+            Some(e) if e.code == ResponseError::KafkaStorageError => KafkaError::with_message(
+                ResponseError::KafkaStorageError,
+                format!("the batch could not be synced to disk: {}", e.message.as_deref().unwrap_or("I/O error")),
+            ),
+            Some(e) => e,
+            None => KafkaError::with_message(ResponseError::NotLeaderOrFollower, "the log was truncated before the batch was synced"),
+        })
+    }
+
+    /// The flush policy's part of a leader append ending at `end` (last offset + 1):
+    /// in the durable mode, the sync round to wait for before acknowledging (none if
+    /// `end` is already durable); with `flush.messages=N>1`, a background round once N
+    /// messages are unsynced. Does nothing under the default policy.
+    pub fn sync_after_append(self: &Arc<Self>, end: i64) -> Option<u64> {
+        let policy = self.flush_messages();
+        if policy == NO_FLUSH {
+            return None;
+        }
+        let (leo, durable) = {
+            let log = self.log().ok()?;
+            (log.log_end_offset(), log.synced_end_offset())
+        };
+        if policy == 1 {
+            return (durable < end).then(|| self.request_sync());
+        }
+        if leo - durable >= policy {
+            self.request_sync();
+        }
+        None
     }
 
     /// Applies what the metadata image says now. Becoming leader (or a new leader
@@ -241,6 +437,10 @@ impl Partition {
             Some(log) if log.latest_epoch().is_none_or(|e| e < state.leader_epoch) => log.assign_leader_epoch(state.leader_epoch),
             _ => Ok(()),
         }
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.state.read().leader_epoch
     }
 
     pub fn is_leader(&self) -> bool {
@@ -351,7 +551,7 @@ impl Partition {
             return false;
         }
         let Ok(log) = self.log() else { return false };
-        let mut candidate = log.log_end_offset();
+        let mut candidate = if self.is_durable() { log.synced_end_offset() } else { log.log_end_offset() };
         drop(log);
         {
             let book = self.leader_book.lock();
@@ -381,14 +581,16 @@ impl Partition {
         moved
     }
 
-    /// As follower: HW = min(the leader's HW, own LEO), never backwards except after a
-    /// truncation below it.
+    /// As follower: HW = min(the leader's HW, own LEO, and in the durable mode own
+    /// durable end), never backwards except after a truncation below it.
     pub fn update_follower_high_watermark(&self, leader_high_watermark: i64) {
+        self.leader_high_watermark.store(leader_high_watermark, Ordering::Relaxed);
         let Ok(log) = self.log() else { return };
         let leo = log.log_end_offset();
+        let bound = if self.is_durable() { log.synced_end_offset() } else { leo };
         drop(log);
         self.high_watermark.send_if_modified(|hw| {
-            let next = (*hw).max(leader_high_watermark).min(leo);
+            let next = (*hw).max(leader_high_watermark.min(bound)).min(leo);
             let moved = next != *hw;
             *hw = next;
             moved
@@ -525,6 +727,10 @@ impl Partition {
         if let Some(log) = self.log.read().as_ref() {
             log.flush()?;
             log.checkpoint_high_watermark(self.high_watermark())?;
+        }
+        if self.is_durable() {
+            // The flush moved the durable end.
+            self.follow_durable_end();
         }
         Ok(())
     }

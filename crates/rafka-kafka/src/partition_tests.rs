@@ -173,3 +173,178 @@ fn losing_leadership_wakes_state_watchers_and_stops_hw_tracking() {
         ResponseError::NotLeaderOrFollower
     );
 }
+
+// --------------------------------------------------------------------------- flush policy
+
+fn open_with_flush(dir: &tempfile::TempDir, initial: ReplicaState, flush_messages: i64) -> Arc<Partition> {
+    let config = LogConfig { flush_messages, ..LogConfig::default() };
+    Arc::new(Partition::open(dir.path().join("t-0"), "t", Uuid::new_v4(), 0, ME, config, initial, Arc::new(Notify::new())).unwrap())
+}
+
+/// A sync hook that holds the first sync until the returned sender sends (or drops).
+fn hold_first_sync(p: &Partition) -> std::sync::mpsc::Sender<()> {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(Some(held));
+    p.log().unwrap().set_sync_hook(Some(Arc::new(move || {
+        if let Some(rx) = held.lock().take() {
+            rx.recv().ok();
+        }
+        Ok(())
+    })));
+    release
+}
+
+fn far_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(30)
+}
+
+#[test]
+fn durable_mode_the_high_watermark_waits_for_the_leaders_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(ME, 1, &[1], 1), 1);
+    assert!(p.is_durable());
+    let leo = append(&p, 5);
+    assert_eq!(p.high_watermark(), 0, "appended, not fsynced: not committed");
+    assert_eq!(p.sync_log().unwrap(), leo);
+    assert_eq!(p.high_watermark(), leo);
+
+    // With followers: their fetch offsets count, and so does the leader's durable end.
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(ME, 1, &[1, 2, 3], 1), 1);
+    let leo = append(&p, 4);
+    p.record_follower_fetch(2, leo, 10);
+    p.record_follower_fetch(3, leo, 10);
+    assert_eq!(p.high_watermark(), 0, "followers have it, the leader has not synced it");
+    p.sync_log().unwrap();
+    assert_eq!(p.high_watermark(), leo);
+}
+
+#[test]
+fn default_mode_counts_the_log_end_and_never_syncs_per_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(ME, 1, &[1], 1), rafka_storage::NO_FLUSH);
+    assert!(!p.is_durable());
+    let leo = append(&p, 5);
+    assert_eq!(p.high_watermark(), leo);
+    assert_eq!(p.sync_after_append(leo), None);
+    let log = p.log().unwrap();
+    assert_eq!((log.synced_end_offset(), log.appended_syncs()), (0, 0));
+}
+
+#[test]
+fn leaving_the_durable_mode_lets_the_high_watermark_count_the_log_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(ME, 1, &[1], 1), 1);
+    let leo = append(&p, 3);
+    assert_eq!(p.high_watermark(), 0);
+    p.update_log_config(LogConfig::default());
+    assert!(!p.is_durable());
+    assert_eq!(p.high_watermark(), leo);
+}
+
+#[tokio::test]
+async fn a_durable_append_is_acknowledged_only_after_its_sync_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(ME, 1, &[1], 1), 1);
+    let release = hold_first_sync(&p);
+    let end = append(&p, 2);
+    let round = p.sync_after_append(end).expect("durable: a round to wait for");
+    let waiter = tokio::spawn({
+        let p = p.clone();
+        async move { p.wait_synced(round, end, far_deadline()).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "acknowledged before the fsync completed");
+    assert_eq!(p.high_watermark(), 0);
+    release.send(()).unwrap();
+    waiter.await.unwrap().unwrap();
+    assert_eq!(p.high_watermark(), end);
+    assert_eq!(p.sync_after_append(end), None, "already durable: nothing to wait for");
+}
+
+#[tokio::test]
+async fn concurrent_durable_appends_share_sync_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(ME, 1, &[1], 1), 1);
+    let release = hold_first_sync(&p);
+    let first_end = append(&p, 1);
+    let first = p.sync_after_append(first_end).unwrap();
+    while p.log().unwrap().appended_syncs() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await; // until the fsync is in flight
+    }
+    let mut waits = vec![(first, first_end)];
+    for _ in 0..10 {
+        let end = append(&p, 1);
+        waits.push((p.sync_after_append(end).unwrap(), end));
+    }
+    assert!(waits[1..].iter().all(|(round, _)| *round == first + 1), "{waits:?}");
+    release.send(()).unwrap();
+    for (round, end) in waits {
+        p.wait_synced(round, end, far_deadline()).await.unwrap();
+    }
+    assert_eq!(p.log().unwrap().appended_syncs(), 2, "11 appends, 2 fsyncs");
+    assert_eq!(p.high_watermark(), 11);
+}
+
+#[tokio::test]
+async fn a_failed_durable_sync_is_a_storage_error_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(ME, 1, &[1], 1), 1);
+    p.log().unwrap().set_sync_hook(Some(Arc::new(|| Err(std::io::Error::other("injected EIO")))));
+    let end = append(&p, 3);
+    let round = p.sync_after_append(end).unwrap();
+    let err = p.wait_synced(round, end, far_deadline()).await.unwrap_err();
+    assert_eq!(err.code, ResponseError::KafkaStorageError);
+    assert!(err.message.as_deref().unwrap_or("").contains("injected EIO"), "{err:?}");
+    assert_eq!(p.high_watermark(), 0);
+
+    p.log().unwrap().set_sync_hook(None);
+    let round = p.sync_after_append(end).expect("still not durable");
+    p.wait_synced(round, end, far_deadline()).await.unwrap();
+    assert_eq!(p.high_watermark(), end);
+}
+
+#[tokio::test]
+async fn a_sync_that_outlasts_the_request_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(ME, 1, &[1], 1), 1);
+    let release = hold_first_sync(&p);
+    let end = append(&p, 1);
+    let round = p.sync_after_append(end).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+    assert_eq!(p.wait_synced(round, end, deadline).await.unwrap_err().code, ResponseError::RequestTimedOut);
+    drop(release);
+}
+
+#[tokio::test]
+async fn flush_messages_n_syncs_in_the_background_once_n_are_unsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(ME, 1, &[1], 1), 3);
+    let end = append(&p, 2);
+    assert_eq!(p.sync_after_append(end), None);
+    assert_eq!(p.high_watermark(), end, "not the durable mode: the HW counts the log end");
+    assert_eq!(p.unsynced_messages(), 2);
+    let end = append(&p, 1);
+    assert_eq!(p.sync_after_append(end), None, "acks never wait for it");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while p.log().unwrap().synced_end_offset() < end {
+        assert!(std::time::Instant::now() < deadline, "no background sync");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(p.unsynced_messages(), 0);
+}
+
+#[test]
+fn durable_follower_high_watermark_stays_within_its_durable_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_with_flush(&dir, state(2, 1, &[1, 2], 1), 1);
+    let leader = tempfile::tempdir().unwrap();
+    let l = Partition::open(leader.path().join("t-0"), "t", Uuid::new_v4(), 0, 2, LogConfig::default(), state(2, 1, &[2], 1), Arc::new(Notify::new())).unwrap();
+    l.append_as_leader(BytesMut::from(&simple_batch(4, 1_000)[..]), 1, 1_000).unwrap();
+    let batches = l.log().unwrap().read(0, 1 << 20, i64::MAX, true).unwrap().records;
+    p.append_as_follower(batches, 2, 1).unwrap();
+    p.update_follower_high_watermark(4);
+    assert_eq!(p.high_watermark(), 0, "nothing of ours is on disk yet");
+    assert_eq!(p.sync_log().unwrap(), 4);
+    assert_eq!(p.high_watermark(), 4, "follows the leader's HW up to the durable end");
+}

@@ -13,6 +13,7 @@
 //! [`ReplicaManager::run_log_cleaner`], which compacts every replica (leader or
 //! follower: each cleans its own log) of a topic whose `cleanup.policy` includes
 //! `compact`, one partition at a time on a blocking thread, never past the high watermark.
+//! And the `flush.ms` syncer, [`ReplicaManager::run_log_syncer`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +32,11 @@ use crate::partition::{recorded_topic_id, Partition, ReplicaState};
 
 /// Name of the metadata log's directory inside a log dir (never treated as a partition).
 pub const METADATA_DIR_NAME: &str = "__cluster_metadata-0";
+
+/// The `flush.ms` syncer checks at most this often...
+const SYNC_CHECK_MIN: Duration = Duration::from_millis(10);
+/// ...and at least this often.
+const SYNC_CHECK_MAX: Duration = Duration::from_secs(1);
 
 /// Key of a hosted partition.
 pub type TopicPartition = (String, i32);
@@ -263,12 +269,7 @@ impl ReplicaManager {
                             warn!(topic = %p.topic, partition = p.index, error = %e, "cannot record the new leader epoch");
                         }
                     }
-                    let config = log_config_for(&self.defaults, &topic.configs);
-                    if let Ok(log) = p.log() {
-                        if log.config() != config {
-                            log.update_config(config);
-                        }
-                    }
+                    p.update_log_config(log_config_for(&self.defaults, &topic.configs));
                 }
                 None => {
                     let dir = match unclaimed.remove(tp) {
@@ -383,6 +384,53 @@ impl ReplicaManager {
         }
     }
 
+    /// One check of the syncer: starts a background sync
+    /// ([`Partition::request_sync`]) of every partition whose oldest unsynced append is
+    /// at least `flush.ms` old, and in the durable mode (`flush.messages=1`) of every
+    /// partition that has held unsynced data for `period_ms` (the check period): a
+    /// leader elected with an unsynced tail, or one whose sync failed, which no produce
+    /// may come to sync. Returns the next check period: the smallest `flush.ms`
+    /// hosted, within 10 ms and 1 s. Partitions with neither setting cost two atomic
+    /// loads.
+    pub fn sync_overdue_logs(&self, now_ms: i64, period_ms: i64) -> Duration {
+        let mut next = SYNC_CHECK_MAX;
+        for p in self.all() {
+            let (messages, ms) = (p.flush_messages(), p.flush_ms());
+            if ms != NO_FLUSH {
+                next = next.min(Duration::from_millis(ms.max(0) as u64));
+            }
+            let limit = if messages == 1 { ms.min(period_ms) } else { ms };
+            if limit == NO_FLUSH {
+                continue;
+            }
+            let overdue = p
+                .log()
+                .ok()
+                .and_then(|log| log.unsynced_since_ms())
+                .is_some_and(|since| now_ms.saturating_sub(since) >= limit);
+            if overdue {
+                p.request_sync();
+            }
+        }
+        next.clamp(SYNC_CHECK_MIN, SYNC_CHECK_MAX)
+    }
+
+    /// The `flush.ms` syncer: [`ReplicaManager::sync_overdue_logs`] every 10 ms to 1 s
+    /// (the smallest `flush.ms` hosted, so a log is synced within about `flush.ms`
+    /// plus one period, and a newly lowered `flush.ms` is seen within 1 s), until
+    /// `stop` turns true. The syncs themselves run on blocking threads.
+    pub async fn run_log_syncer(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut period = SYNC_CHECK_MAX;
+        loop {
+            tokio::select! {
+                _ = crate::server::until_shutdown(&mut stop) => break,
+                _ = tokio::time::sleep(period) => {
+                    period = self.sync_overdue_logs(wall_clock_ms(), period.as_millis() as i64);
+                }
+            }
+        }
+    }
+
     /// Flushes every partition and checkpoints recovery points and high watermarks.
     pub fn flush_all(&self) {
         for p in self.all() {
@@ -448,6 +496,79 @@ mod tests {
         overrides.insert("flush.ms".to_string(), "0".to_string());
         assert_eq!(log_config_for(&defaults, &overrides).flush_ms, 0);
         c.validate().unwrap();
+    }
+
+    /// A manager hosting, as sole replica and leader, one partition per `(topic, configs)`.
+    fn manager_with(dir: &Path, topics: &[(&str, &[(&str, &str)])]) -> ReplicaManager {
+        let manager = ReplicaManager::new(1, vec![dir.to_path_buf()], TopicDefaults::from_broker(|_| None)).unwrap();
+        let mut image = MetadataImage { offset: 1, ..MetadataImage::default() };
+        for (name, configs) in topics {
+            let topic_id = Uuid::new_v4();
+            let partition = rafka_metadata::PartitionImage {
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 1,
+                partition_epoch: 1,
+            };
+            image.topics.insert(topic_id, TopicImage {
+                name: name.to_string(),
+                topic_id,
+                partitions: BTreeMap::from([(0, partition)]),
+                configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            });
+            image.topic_ids_by_name.insert(name.to_string(), topic_id);
+        }
+        manager.apply_image(&image);
+        manager
+    }
+
+    fn append_one(manager: &ReplicaManager, topic: &str) -> i64 {
+        let batch = rafka_storage::batch::test_support::simple_batch(1, 1_000);
+        let p = manager.get(topic, 0).unwrap();
+        p.append_as_leader(bytes::BytesMut::from(&batch[..]), 1, 1_000).unwrap().last_offset + 1
+    }
+
+    async fn synced_end_reaches(manager: &ReplicaManager, topic: &str, end: i64) {
+        let p = manager.get(topic, 0).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while p.log().unwrap().synced_end_offset() < end {
+            assert!(std::time::Instant::now() < deadline, "{topic} was not synced");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_syncer_syncs_logs_older_than_flush_ms_and_leaves_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager_with(dir.path(), &[("timed", &[("flush.ms", "200")]), ("plain", &[])]);
+        let (timed, plain_end) = (append_one(&manager, "timed"), append_one(&manager, "plain"));
+        let since = manager.get("timed", 0).unwrap().log().unwrap().unsynced_since_ms().unwrap();
+        assert_eq!(manager.sync_overdue_logs(since + 100, 1000), Duration::from_millis(200), "next check after flush.ms");
+        assert_eq!(manager.get("timed", 0).unwrap().log().unwrap().appended_syncs(), 0, "not due yet");
+        manager.sync_overdue_logs(since + 200, 200);
+        synced_end_reaches(&manager, "timed", timed).await;
+        let plain = manager.get("plain", 0).unwrap();
+        let log = plain.log().unwrap();
+        assert_eq!((log.synced_end_offset(), log.appended_syncs()), (0, 0), "default settings: never synced by the syncer");
+        assert_eq!(log.log_end_offset(), plain_end);
+    }
+
+    #[tokio::test]
+    async fn the_syncer_catches_a_durable_log_left_unsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager_with(dir.path(), &[("durable", &[("flush.messages", "1")])]);
+        // Appended with no produce request to sync it (as a new leader's unsynced tail).
+        let end = append_one(&manager, "durable");
+        let p = manager.get("durable", 0).unwrap();
+        assert_eq!(p.high_watermark(), 0);
+        let since = p.log().unwrap().unsynced_since_ms().unwrap();
+        assert_eq!(manager.sync_overdue_logs(since + 10, 1000), SYNC_CHECK_MAX);
+        assert_eq!(p.log().unwrap().appended_syncs(), 0, "less than a check period old");
+        manager.sync_overdue_logs(since + 1000, 1000);
+        synced_end_reaches(&manager, "durable", end).await;
+        assert_eq!(p.high_watermark(), end);
     }
 
     #[test]

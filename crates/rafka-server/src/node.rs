@@ -493,6 +493,8 @@ impl Node {
             let replicas = replicas.clone();
             move || replicas.flush_all()
         });
+        // flush.ms (and the durable mode's safety net); idle under the default settings.
+        tasks.spawn(replicas.clone().run_log_syncer(stop_rx.clone()).in_current_span());
 
         let controller_id = {
             let metrics = raft.metrics();

@@ -4,6 +4,11 @@
 //! `acks=all` waits until the high watermark passes the batch or the request's timeout
 //! expires (REQUEST_TIMED_OUT). Every partition gets its own error code; one bad
 //! partition never fails the others.
+//!
+//! In the durable mode (`flush.messages=1`) every append starts (or joins) a sync of
+//! the leader's log off the runtime ([`Partition::sync_after_append`]); `acks=1` and
+//! `acks=all` wait for it before anything else (`acks=all` then also for the HW, which
+//! counts only fsynced data), and a failed fsync answers KAFKA_STORAGE_ERROR.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +34,10 @@ struct Appended {
     response: PartitionProduceResponse,
     /// Offset the high watermark must reach for acks=all.
     required_hw: i64,
+    /// Durable mode: the sync round that must make the batch durable before any ack.
+    sync_round: Option<u64>,
+    /// The leader epoch the batch was appended in (acks=all waits only while it lasts).
+    leader_epoch: i32,
 }
 
 enum Outcome {
@@ -129,7 +138,11 @@ fn append_one(
     match partition.append_as_leader(BytesMut::from(records), acks, now) {
         Ok(info) => {
             let log_start = partition.log().map(|l| l.log_start_offset()).unwrap_or(-1);
+            let leader_epoch = partition.leader_epoch();
+            let sync_round = partition.sync_after_append(info.last_offset + 1);
             Outcome::Appended(Appended {
+                sync_round,
+                leader_epoch,
                 response: PartitionProduceResponse::default()
                     .with_index(index)
                     .with_base_offset(info.base_offset)
@@ -189,8 +202,11 @@ pub fn start(ctx: Arc<BrokerContext>, request: ProduceRequest, version: i16) -> 
             for outcome in outcomes {
                 partitions.push(match outcome {
                     Outcome::Failed(r) => r,
-                    Outcome::Appended(a) if acks == 1 => a.response,
-                    Outcome::Appended(a) => wait_for_replication(a, deadline).await,
+                    Outcome::Appended(a) => match wait_for_sync(&a, deadline).await {
+                        Err(e) => failed(a.response.index, e),
+                        Ok(()) if acks == 1 => a.response,
+                        Ok(()) => wait_for_replication(a, deadline).await,
+                    },
                 });
             }
             responses.push(
@@ -204,6 +220,15 @@ pub fn start(ctx: Arc<BrokerContext>, request: ProduceRequest, version: i16) -> 
     })
 }
 
+/// Durable mode: waits until the leader's log is fsynced past the batch (at once
+/// otherwise). A failed fsync is KAFKA_STORAGE_ERROR, logged by the sync itself.
+async fn wait_for_sync(appended: &Appended, deadline: tokio::time::Instant) -> Result<(), KafkaError> {
+    match appended.sync_round {
+        Some(round) => appended.partition.wait_synced(round, appended.required_hw, deadline).await,
+        None => Ok(()),
+    }
+}
+
 /// Waits until the high watermark passes the batch. Answers NOT_LEADER_OR_FOLLOWER
 /// as soon as this broker stops leading the partition (the client retries with the new
 /// leader; an idempotent producer's retry is recognised as a duplicate), and at the
@@ -211,8 +236,7 @@ pub fn start(ctx: Arc<BrokerContext>, request: ProduceRequest, version: i16) -> 
 /// shrunk below `min.insync.replicas` meanwhile.
 async fn wait_for_replication(appended: Appended, deadline: tokio::time::Instant) -> PartitionProduceResponse {
     let partition = &appended.partition;
-    let epoch = partition.state().leader_epoch;
-    match partition.wait_for_high_watermark(appended.required_hw, epoch, deadline).await {
+    match partition.wait_for_high_watermark(appended.required_hw, appended.leader_epoch, deadline).await {
         Ok(()) => appended.response,
         Err(e) => failed(appended.response.index, e),
     }
