@@ -140,7 +140,8 @@ def test_describe_configs_shows_override_as_dynamic_topic_config_and_defaults(br
     assert not entries["retention.ms"].is_default
     # Kafka's defaults, not set anywhere in this broker's configuration.
     for name, value in {"cleanup.policy": "delete", "retention.bytes": "-1",
-                        "min.insync.replicas": "1"}.items():
+                        "min.insync.replicas": "1", "flush.messages": "9223372036854775807",
+                        "flush.ms": "9223372036854775807"}.items():
         assert name in entries, f"{name} missing from DescribeConfigs"
         assert cfg(entries[name]) == (value, ConfigSource.DEFAULT_CONFIG), name
     for name in ("segment.bytes", "max.message.bytes", "message.timestamp.type"):
@@ -172,7 +173,8 @@ def test_incremental_alter_configs_delete_restores_default(broker):
 
 
 @pytest.mark.parametrize("name,value", [("cleanup.policy", "shred"), ("retention.ms", "soon"),
-                                        ("message.timestamp.type", "WallClock")])
+                                        ("message.timestamp.type", "WallClock"), ("flush.messages", "0"),
+                                        ("flush.ms", "-1")])
 def test_incremental_alter_configs_with_invalid_value_fails_with_invalid_config(broker, name, value):
     topic = unique_topic("alter-bad")
     create_topic(broker, topic)
