@@ -63,11 +63,11 @@ pub use config::{
 };
 pub use epoch::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use error::StorageError;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use log::SyncHook;
 pub use log::{
     AppendInfo, CleanStats, PartitionLog, ReadResult, CLEAN_SHUTDOWN_FILE, DEFAULT_KEY_MAP_BYTES,
 };
-#[cfg(any(test, feature = "fault-injection"))]
-pub use log::SyncHook;
 pub use producer_state::ProducerSnapshot;
 
 /// Compile-time check that the log can be shared across threads.

@@ -1406,7 +1406,10 @@ fn sync_appended_moves_the_durable_end_to_the_log_end_and_only_fsyncs_when_neede
     assert_eq!(log.unsynced_since_ms(), None);
     log.append(simple_batch(3, T0), 0, T0).unwrap();
     assert_eq!(log.synced_end_offset(), 0, "an append alone syncs nothing");
-    assert!(log.unsynced_since_ms().is_some(), "the flush.ms clock started");
+    assert!(
+        log.unsynced_since_ms().is_some(),
+        "the flush.ms clock started"
+    );
 
     assert_eq!(log.sync_appended().unwrap(), 3);
     assert_eq!(log.synced_end_offset(), 3);
@@ -1451,7 +1454,10 @@ fn sync_appended_covers_a_rolled_segment_and_the_directory() {
     assert!(log.inner.lock().dir_dirty);
     assert_eq!(log.sync_appended().unwrap(), 5);
     let inner = log.inner.lock();
-    assert!(!inner.dir_dirty, "new segment files need their directory synced");
+    assert!(
+        !inner.dir_dirty,
+        "new segment files need their directory synced"
+    );
     assert!(inner.segments.iter().all(|s| s.is_dirty()));
 }
 
@@ -1484,7 +1490,10 @@ fn callers_that_appended_before_a_sync_share_its_fsync() {
                 let info = log.append(simple_batch(1, T0), 0, T0).unwrap();
                 barrier.wait();
                 let durable = log.sync_appended().unwrap();
-                assert!(durable > info.last_offset, "{durable} does not cover {info:?}");
+                assert!(
+                    durable > info.last_offset,
+                    "{durable} does not cover {info:?}"
+                );
             })
         })
         .collect();
@@ -1492,7 +1501,11 @@ fn callers_that_appended_before_a_sync_share_its_fsync() {
         h.join().unwrap();
     }
     assert_eq!(log.synced_end_offset(), CALLERS as i64);
-    assert_eq!(log.appended_syncs(), 1, "the first sync covered every caller");
+    assert_eq!(
+        log.appended_syncs(),
+        1,
+        "the first sync covered every caller"
+    );
 }
 
 #[test]
@@ -1526,14 +1539,21 @@ fn callers_queued_behind_an_inflight_sync_share_the_next_one() {
                 let info = log.append(simple_batch(1, T0), 0, T0).unwrap();
                 barrier.wait();
                 let durable = log.sync_appended().unwrap();
-                assert!(durable > info.last_offset, "{durable} does not cover {info:?}");
+                assert!(
+                    durable > info.last_offset,
+                    "{durable} does not cover {info:?}"
+                );
             })
         })
         .collect();
     barrier.wait();
     std::thread::sleep(std::time::Duration::from_millis(50));
     release.send(()).unwrap();
-    assert_eq!(first.join().unwrap(), 1, "the first sync covers what it saw");
+    assert_eq!(
+        first.join().unwrap(),
+        1,
+        "the first sync covers what it saw"
+    );
     for h in handles {
         h.join().unwrap();
     }
@@ -1556,7 +1576,11 @@ fn truncation_lowers_the_durable_end() {
     log.truncate_to(2).unwrap();
     assert_eq!(log.synced_end_offset(), 2);
     log.append(simple_batch(1, T0), 0, T0).unwrap();
-    assert_eq!(log.synced_end_offset(), 2, "the new offset 2 is not synced yet");
+    assert_eq!(
+        log.synced_end_offset(),
+        2,
+        "the new offset 2 is not synced yet"
+    );
     assert_eq!(log.sync_appended().unwrap(), 3);
     log.truncate_fully_and_start_at(100).unwrap();
     assert_eq!(log.synced_end_offset(), 100);
@@ -1573,10 +1597,16 @@ fn a_failed_sync_leaves_the_durable_end_and_the_next_one_retries() {
         Err(std::io::Error::other("injected fsync failure"))
     })));
     let err = log.sync_appended().unwrap_err();
-    assert!(matches!(err, StorageError::IoAt { op: "syncing", .. }), "{err}");
+    assert!(
+        matches!(err, StorageError::IoAt { op: "syncing", .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("injected fsync failure"), "{err}");
     assert_eq!(log.synced_end_offset(), 0);
-    assert!(log.unsynced_since_ms().is_some(), "still unsynced for flush.ms");
+    assert!(
+        log.unsynced_since_ms().is_some(),
+        "still unsynced for flush.ms"
+    );
     log.set_sync_hook(None);
     assert_eq!(log.sync_appended().unwrap(), 2);
     assert_eq!(log.appended_syncs(), 2);
@@ -1601,6 +1631,9 @@ fn flush_settings_are_validated() {
             ..test_config()
         },
     ] {
-        assert!(matches!(bad.validate(), Err(StorageError::InvalidArgument(_))));
+        assert!(matches!(
+            bad.validate(),
+            Err(StorageError::InvalidArgument(_))
+        ));
     }
 }
