@@ -309,7 +309,8 @@ impl Fetcher {
             };
             if target.partition.is_durable() && log.synced_end_offset() < log.log_end_offset() {
                 // Its sync failed: the leader must not count what is not on disk.
-                earliest = Some(earliest.map_or(now + PARTITION_BACKOFF, |e| e.min(now + PARTITION_BACKOFF)));
+                let retry = now + PARTITION_BACKOFF;
+                earliest = Some(earliest.map_or(retry, |e| e.min(retry)));
                 continue;
             }
             partitions.push(PartitionFetch {
