@@ -340,7 +340,7 @@ fn prepare_node(node: &NodePlan, nodes: &[NodePlan]) -> anyhow::Result<()> {
 
 /// Polls every node until each accepts a Kafka connection and answers Metadata
 /// listing all the cluster's brokers.
-async fn wait_ready(nodes: &[NodePlan], timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_ready(nodes: &[NodePlan], timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let expected: BTreeSet<i32> = nodes.iter().map(|n| i32::from(n.id)).collect();
     // None once a node is ready; otherwise why it is not (yet).

@@ -5,11 +5,11 @@
 //! cluster of `server` child processes (`dev.rs`). This file only parses the
 //! command line and dispatches.
 
-mod client;
 mod consumer_groups;
-mod dev;
 mod healthcheck;
 mod topics;
+
+use rafka::{client, dev};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,507 @@
+//! The benchmark scenarios of issue #7, each turning real cluster runs into rows of
+//! the result table. They share one three-node cluster (started fresh by the run);
+//! the start-up scenario makes its own clusters.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::cluster::{proc_stats, BenchCluster};
+use crate::limits::{quantile, MachineLimits};
+use crate::load::{self, SteadyProducer, Throughput};
+use crate::report::{millis, thousands, Row};
+
+pub const BROKERS: u16 = 3;
+/// Partitions of the produce, consume and latency topics: two leaders per broker.
+const PARTITIONS: i32 = 6;
+
+/// Sizes and durations; `quick` is the one-minute smoke run of the test suite.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub produce_for: Duration,
+    pub consume_records: [(usize, u64); 2],
+    pub latency_for: Duration,
+    pub latency_warmup: Duration,
+    pub latency_mb_s: f64,
+    pub failover_rounds: usize,
+    pub startup_partitions: Vec<i32>,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                produce_for: Duration::from_secs(2),
+                consume_records: [(100, 50_000), (1024, 20_000)],
+                latency_for: Duration::from_secs(3),
+                latency_warmup: Duration::from_secs(1),
+                latency_mb_s: 5.0,
+                failover_rounds: 1,
+                startup_partitions: vec![100],
+            }
+        } else {
+            Plan {
+                produce_for: Duration::from_secs(15),
+                consume_records: [(100, 3_000_000), (1024, 1_000_000)],
+                latency_for: Duration::from_secs(30),
+                latency_warmup: Duration::from_secs(5),
+                latency_mb_s: 50.0,
+                failover_rounds: 10,
+                startup_partitions: vec![1_000, 10_000],
+            }
+        }
+    }
+}
+
+/// What the scenarios share in one run.
+pub struct Bench {
+    pub plan: Plan,
+    pub rafka_bin: PathBuf,
+    pub data_dir: PathBuf,
+    pub base_port: u16,
+    pub limits: MachineLimits,
+    pub rows: Vec<Row>,
+    cluster: Option<BenchCluster>,
+    topic_serial: usize,
+    /// Throughput of the RF=3 acks=all runs per record size, (page cache, fsync).
+    durable_pairs: Vec<(usize, Option<f64>, Option<f64>)>,
+}
+
+/// The three produce modes of scenario 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceMode {
+    Rf1Acks1,
+    Rf3AcksAllIdempotent,
+    Rf3AcksAllFsync,
+}
+
+impl ProduceMode {
+    fn label(self) -> &'static str {
+        match self {
+            ProduceMode::Rf1Acks1 => "RF=1 acks=1",
+            ProduceMode::Rf3AcksAllIdempotent => "RF=3 acks=all idempotent",
+            ProduceMode::Rf3AcksAllFsync => "RF=3 acks=all idempotent, fsync before ack",
+        }
+    }
+    fn replication(self) -> i16 {
+        if self == ProduceMode::Rf1Acks1 {
+            1
+        } else {
+            3
+        }
+    }
+    fn topic_configs(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            ProduceMode::Rf1Acks1 => vec![],
+            ProduceMode::Rf3AcksAllIdempotent => vec![("min.insync.replicas", "2")],
+            ProduceMode::Rf3AcksAllFsync => vec![("min.insync.replicas", "2"), ("flush.messages", "1")],
+        }
+    }
+    fn producer_settings(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            ProduceMode::Rf1Acks1 => vec![("acks", "1")],
+            _ => vec![("acks", "all"), ("enable.idempotence", "true")],
+        }
+    }
+}
+
+/// Samples the RSS of some processes every 100 ms and keeps the largest.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start(pids: Vec<u32>) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut max = 0;
+                while !stop.load(Ordering::Acquire) {
+                    for pid in &pids {
+                        if let Some(stats) = proc_stats(*pid) {
+                            max = max.max(stats.rss_bytes);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                max
+            })
+        };
+        RssSampler { stop, thread }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+fn size_label(size: usize) -> &'static str {
+    if size == 100 {
+        "100 B"
+    } else {
+        "1 KiB"
+    }
+}
+
+impl Bench {
+    pub fn new(plan: Plan, rafka_bin: PathBuf, data_dir: PathBuf, base_port: u16, limits: MachineLimits) -> Bench {
+        Bench {
+            plan,
+            rafka_bin,
+            data_dir,
+            base_port,
+            limits,
+            rows: Vec::new(),
+            cluster: None,
+            topic_serial: 0,
+            durable_pairs: Vec::new(),
+        }
+    }
+
+    /// The shared cluster, started on first use; its idle RSS is recorded then.
+    fn cluster(&mut self) -> anyhow::Result<&mut BenchCluster> {
+        if self.cluster.is_none() {
+            eprintln!("starting a {BROKERS}-node cluster ({})", self.rafka_bin.display());
+            let mut cluster =
+                BenchCluster::start(&self.rafka_bin, &self.data_dir.join("cluster"), BROKERS, self.base_port, "")?;
+            cluster.wait_ready(Duration::from_secs(60))?;
+            // Let start-up allocations settle before reading the idle footprint.
+            std::thread::sleep(Duration::from_secs(3));
+            let idle: Vec<u64> = cluster.ids().iter().map(|id| cluster.stats(*id).rss_bytes).collect();
+            let max = idle.iter().copied().max().unwrap_or(0);
+            let all: Vec<String> = idle.iter().map(|b| mib(*b)).collect();
+            self.rows.push(
+                Row::new("footprint", "broker RSS, idle (largest of 3)", mib(max))
+                    .at_most(max as f64, 64.0 * (1u64 << 20) as f64, "≤ 64 MiB")
+                    .versus(format!("each: {}", all.join(", "))),
+            );
+            self.cluster = Some(cluster);
+        }
+        Ok(self.cluster.as_mut().expect("started above"))
+    }
+
+    fn next_topic(&mut self, what: &str) -> String {
+        self.topic_serial += 1;
+        format!("bench-{what}-{}", self.topic_serial)
+    }
+
+    /// Scenario 1 (and the runs scenario 6 compares): produce flat out.
+    pub fn produce(&mut self, modes: &[ProduceMode]) -> anyhow::Result<()> {
+        for size in [100usize, 1024] {
+            let mut page_cache = None;
+            let mut fsync = None;
+            for &mode in modes {
+                let topic = self.next_topic("produce");
+                let duration = self.plan.produce_for;
+                let cluster = self.cluster()?;
+                cluster.create_topic(&topic, PARTITIONS, mode.replication(), &mode.topic_configs())?;
+                let pids: Vec<u32> = cluster.ids().iter().filter_map(|id| cluster.pid(*id)).collect();
+                let cpu_before = cluster.total_stats().cpu_seconds;
+                let sampler = RssSampler::start(pids);
+                eprintln!("produce: {} {} for {duration:?}", mode.label(), size_label(size));
+                let result = load::produce_flat_out(&cluster.bootstrap(), &topic, size, duration, &mode.producer_settings());
+                let peak_rss = sampler.finish();
+                let cpu = cluster.total_stats().cpu_seconds - cpu_before;
+                cluster.check_alive()?;
+                let t = result?;
+                self.produce_rows(mode, size, t);
+                if mode == ProduceMode::Rf3AcksAllIdempotent {
+                    page_cache = Some(t.records_per_s());
+                    if size == 1024 {
+                        let gb = t.bytes as f64 / 1e9;
+                        self.rows.push(
+                            Row::new("footprint", "broker RSS under load (largest of 3, RF=3 1 KiB)", mib(peak_rss)),
+                        );
+                        self.rows.push(
+                            Row::new("footprint", "broker CPU-seconds per GB ingested (RF=3 1 KiB, 3 brokers)", format!("{:.1} CPU-s/GB", cpu / gb))
+                                .versus(format!("{cpu:.1} CPU-s for {gb:.2} GB")),
+                        );
+                    }
+                }
+                if mode == ProduceMode::Rf3AcksAllFsync {
+                    fsync = Some(t.records_per_s());
+                }
+            }
+            self.durable_pairs.push((size, page_cache, fsync));
+        }
+        Ok(())
+    }
+
+    fn produce_rows(&mut self, mode: ProduceMode, size: usize, t: Throughput) {
+        let figure = format!("{}, {}", mode.label(), size_label(size));
+        let result = format!("{} rec/s, {:.1} MB/s", thousands(t.records_per_s()), t.mb_per_s());
+        let mut row = Row::new("produce", figure, result);
+        if size == 100 {
+            match mode {
+                ProduceMode::Rf1Acks1 => row = row.at_least(t.records_per_s(), 1_000_000.0, "≥ 1,000,000 rec/s"),
+                ProduceMode::Rf3AcksAllIdempotent => row = row.at_least(t.records_per_s(), 420_000.0, "≥ 420,000 rec/s"),
+                ProduceMode::Rf3AcksAllFsync => {}
+            }
+        }
+        // Every byte crosses loopback (client → leader, and leader → each follower)
+        // and is written once per replica.
+        let replicas = f64::from(mode.replication());
+        let disk_limit = if mode == ProduceMode::Rf3AcksAllFsync {
+            self.limits.synced_write_mb_s
+        } else {
+            self.limits.seq_write_mb_s
+        };
+        row = row.versus(format!(
+            "{:.1}% of loopback, {:.1}% of {} writes (×{replicas} replicas)",
+            100.0 * t.mb_per_s() * replicas / self.limits.loopback_mb_s,
+            100.0 * t.mb_per_s() * replicas / disk_limit,
+            if mode == ProduceMode::Rf3AcksAllFsync { "fdatasync'd" } else { "page-cache" },
+        ));
+        self.rows.push(row);
+    }
+
+    /// Scenario 6 from the runs of scenario 1.
+    pub fn durability_rows(&mut self) {
+        for (size, page_cache, fsync) in self.durable_pairs.clone() {
+            let (Some(page_cache), Some(fsync)) = (page_cache, fsync) else { continue };
+            let cost = 1.0 - fsync / page_cache;
+            self.rows.push(
+                Row::new(
+                    "durability",
+                    format!("fsync-before-ack cost, RF=3 acks=all {}", size_label(size)),
+                    format!("{:.1}% fewer rec/s", 100.0 * cost),
+                )
+                .at_most(cost, 0.25, "≤ 25%")
+                .versus(format!("{} vs {} rec/s", thousands(fsync), thousands(page_cache))),
+            );
+        }
+    }
+
+    /// Scenario 2: consume from the beginning of a topic loaded beforehand.
+    pub fn consume(&mut self) -> anyhow::Result<()> {
+        for (size, count) in self.plan.consume_records {
+            let topic = self.next_topic("consume");
+            let partitions = PARTITIONS * 2;
+            let cluster = self.cluster()?;
+            cluster.create_topic(&topic, partitions, 3, &[])?;
+            eprintln!("consume: loading {count} records of {}", size_label(size));
+            load_exactly(&cluster.bootstrap(), &topic, size, count)?;
+            eprintln!("consume: reading them back");
+            let t = load::consume_from_beginning(&cluster.bootstrap(), &topic, partitions, count, Duration::from_secs(600))?;
+            self.rows.push(
+                Row::new(
+                    "consume",
+                    format!("from the beginning, {partitions} partitions RF=3, {}", size_label(size)),
+                    format!("{} rec/s, {:.1} MB/s", thousands(t.records_per_s()), t.mb_per_s()),
+                )
+                .versus(format!("{:.1}% of loopback", 100.0 * t.mb_per_s() / self.limits.loopback_mb_s)),
+            );
+        }
+        Ok(())
+    }
+
+    /// Scenario 3: end-to-end latency at a fixed rate.
+    pub fn latency(&mut self) -> anyhow::Result<()> {
+        let topic = self.next_topic("latency");
+        let (rate, duration, warmup) = (self.plan.latency_mb_s, self.plan.latency_for, self.plan.latency_warmup);
+        let cluster = self.cluster()?;
+        cluster.create_topic(&topic, PARTITIONS, 3, &[("min.insync.replicas", "2")])?;
+        eprintln!("latency: {rate} MB/s of 1 KiB records for {duration:?}");
+        let settings = [("acks", "all"), ("enable.idempotence", "true"), ("linger.ms", "0")];
+        let l = load::end_to_end_latency(&cluster.bootstrap(), &topic, PARTITIONS, 1024, rate, duration + warmup, warmup, &settings)?;
+        cluster.check_alive()?;
+        let h = &l.histogram;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let figure = format!("produce → consume, {rate} MB/s of 1 KiB, RF=3 acks=all, linger.ms=0");
+        self.rows.push(
+            Row::new("latency", figure.clone(), format!("p50 {}", millis(ms(0.5))))
+                .versus(format!("{} records at {:.1} MB/s", thousands(l.sent as f64), l.achieved_mb_s)),
+        );
+        self.rows.push(Row::new("latency", figure.clone(), format!("p99 {}", millis(ms(0.99)))).at_most(
+            ms(0.99),
+            5.0,
+            "p99 ≤ 5 ms",
+        ));
+        self.rows.push(Row::new("latency", figure.clone(), format!("p99.9 {}", millis(ms(0.999)))));
+        let a = &l.acks;
+        let ack_ms = |q: f64| a.value_at_quantile(q) as f64 / 1000.0;
+        self.rows.push(Row::new(
+            "latency",
+            "of which produce → acknowledged (same run)",
+            format!("p50 {}, p99 {}, max {}", millis(ack_ms(0.5)), millis(ack_ms(0.99)), millis(a.max() as f64 / 1000.0)),
+        ));
+        self.rows.push(Row::new("latency", figure, format!("max {}", millis(h.max() as f64 / 1000.0))).versus(
+            format!("fdatasync p99 here: {:.2} ms (not in this path)", self.limits.fdatasync_p99_us / 1000.0),
+        ));
+        Ok(())
+    }
+
+    /// Scenario 4: kill -9 a partition leader (then the active controller) under a
+    /// steady idempotent producer; time to the first acknowledgement of a record
+    /// sent after the kill.
+    pub fn failover(&mut self) -> anyhow::Result<()> {
+        let topic = self.next_topic("failover");
+        let rounds = self.plan.failover_rounds;
+        let cluster = self.cluster()?;
+        cluster.create_topic(&topic, 3, 3, &[("min.insync.replicas", "2")])?;
+        let steady = SteadyProducer::start(
+            &cluster.bootstrap(),
+            &topic,
+            100,
+            Duration::from_millis(1),
+            &[("acks", "all"), ("enable.idempotence", "true")],
+        )?;
+        steady.watch_from(Instant::now());
+        steady
+            .wait_for_watched_ack(Duration::from_secs(30))
+            .context("the steady producer got no acknowledgement")?;
+        let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for (kind, kill_controller) in [(0, false), (1, true)] {
+            for round in 0..rounds {
+                settle(cluster, &topic)?;
+                let controller = cluster.controller()?;
+                let partitions = cluster.partitions(&topic)?;
+                let chosen = partitions.iter().find(|p| (p.leader == controller) == kill_controller);
+                let Some(chosen) = chosen else {
+                    anyhow::bail!(
+                        "no partition of {topic} is led by {} the controller (node {controller}): {partitions:?}",
+                        if kill_controller { "" } else { "anyone but" }
+                    );
+                };
+                let victim = chosen.leader;
+                steady.set_partition(chosen.partition);
+                std::thread::sleep(Duration::from_millis(300));
+                let killed_at = Instant::now();
+                steady.watch_from(killed_at);
+                cluster.kill9(victim)?;
+                let took = steady.wait_for_watched_ack(Duration::from_secs(60));
+                let took = took.with_context(|| format!("no acknowledgement within 60 s of killing node {victim}"))?;
+                eprintln!(
+                    "failover: round {} killed node {victim} ({}) leading partition {}: next ack after {}",
+                    round + 1,
+                    if kill_controller { "leader and active controller" } else { "leader" },
+                    chosen.partition,
+                    millis(took.as_secs_f64() * 1000.0)
+                );
+                samples[kind].push(took.as_secs_f64() * 1000.0);
+                cluster.restart(victim)?;
+                cluster.wait_ready(Duration::from_secs(60))?;
+            }
+        }
+        settle(cluster, &topic)?;
+        let (acked, failed, first_error) = steady.finish()?;
+        anyhow::ensure!(failed == 0, "{failed} of the steady producer's records failed: {first_error:?}");
+        for (kind, label) in [(0, "kill -9 partition leader"), (1, "kill -9 leader that is the active controller")] {
+            let mut s = samples[kind].clone();
+            s.sort_by(f64::total_cmp);
+            let (p50, max) = (quantile(&s, 0.5), s.last().copied().unwrap_or(f64::NAN));
+            let figure = format!("{label} → next ack ({} kills)", s.len());
+            self.rows.push(
+                Row::new("failover", figure.clone(), format!("p50 {}", millis(p50)))
+                    .at_most(p50, 1500.0, "p50 ≤ 1.5 s")
+                    .versus(format!("{} records acked, 0 failed", thousands(acked as f64))),
+            );
+            self.rows.push(Row::new("failover", figure, format!("max {}", millis(max))).at_most(max, 3000.0, "max ≤ 3 s"));
+        }
+        Ok(())
+    }
+
+    /// Scenario 5's start-up part: fresh clusters with N partitions.
+    pub fn startup(&mut self) -> anyhow::Result<()> {
+        // The shared cluster's idle footprint is recorded when it starts; then it is
+        // not needed here, so stop it to free the machine.
+        self.cluster()?;
+        if let Some(mut cluster) = self.cluster.take() {
+            cluster.stop_all()?;
+        }
+        for n in self.plan.startup_partitions.clone() {
+            let dir = self.data_dir.join(format!("startup-{n}"));
+            let mut cluster = BenchCluster::start(&self.rafka_bin, &dir, BROKERS, self.base_port, "")?;
+            eprintln!("footprint: creating {n} partitions (RF=3)");
+            let created = cluster.create_topic("bench-partitions", n, 3, &[])?;
+            self.rows.push(
+                Row::new("footprint", format!("create {} partitions RF=3 (until all have leaders and full ISRs)", thousands(f64::from(n))), millis(created.as_secs_f64() * 1000.0))
+                    .versus(format!("{:.0} partitions/s", f64::from(n) / created.as_secs_f64())),
+            );
+            std::thread::sleep(Duration::from_secs(2));
+            let rss = cluster.ids().iter().map(|id| cluster.stats(*id).rss_bytes).max().unwrap_or(0);
+            cluster.stop_all()?;
+            eprintln!("footprint: restarting with {n} partitions");
+            let started = Instant::now();
+            cluster.start_all()?;
+            cluster.wait_until(Duration::from_secs(600), "every partition to have a leader", || {
+                let live: Vec<i32> = cluster.metadata(Some(&[]))?.brokers.iter().map(|b| b.node_id.0).collect();
+                let views = cluster.partitions("bench-partitions")?;
+                Ok(views.len() == n as usize && views.iter().all(|p| live.contains(&p.leader)))
+            })?;
+            let took = started.elapsed();
+            self.rows.push(
+                Row::new("footprint", format!("start-up to serving, {} partitions RF=3", thousands(f64::from(n))), millis(took.as_secs_f64() * 1000.0))
+                    .versus(format!("idle RSS with them: {} (largest of 3)", mib(rss))),
+            );
+            cluster.stop_all()?;
+            drop(cluster);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(())
+    }
+
+    /// Stops the shared cluster (controlled shutdown) and removes the data.
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(mut cluster) = self.cluster.take() {
+            cluster.stop_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits until every partition of `topic` has its full ISR back and is led by its
+/// preferred replica (the cluster moves leadership back after a restart).
+fn settle(cluster: &BenchCluster, topic: &str) -> anyhow::Result<()> {
+    cluster.wait_until(Duration::from_secs(60), &format!("{topic} to have full ISRs and preferred leaders"), || {
+        let views = cluster.partitions(topic)?;
+        Ok(views.iter().all(|p| p.isr.len() == p.replicas.len() && p.replicas.first() == Some(&p.leader)))
+    })
+}
+
+/// Produces exactly `count` records (acks=1), for data to consume.
+fn load_exactly(bootstrap: &str, topic: &str, size: usize, count: u64) -> anyhow::Result<()> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("acks", "1").create()?;
+    let value = vec![0x42u8; size];
+    let mut sent = 0;
+    while sent < count {
+        match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&value)) {
+            Ok(()) => sent += 1,
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Err((e, _)) => anyhow::bail!("loading {topic} failed: {e}"),
+        }
+    }
+    producer.flush(Duration::from_secs(300))?;
+    Ok(())
+}
+
+impl MachineLimits {
+    pub fn rows(&self) -> Vec<Row> {
+        vec![
+            Row::new("machine", "sequential write, page cache (1 MiB writes)", format!("{:.0} MB/s", self.seq_write_mb_s)),
+            Row::new("machine", "sequential write, fdatasync after each 1 MiB", format!("{:.0} MB/s", self.synced_write_mb_s)),
+            Row::new(
+                "machine",
+                "fdatasync of a 4 KiB append",
+                format!("p50 {:.2} ms, p99 {:.2} ms", self.fdatasync_p50_us / 1000.0, self.fdatasync_p99_us / 1000.0),
+            ),
+            Row::new("machine", "loopback TCP, one stream", format!("{:.0} MB/s", self.loopback_mb_s)),
+            Row::new("machine", "memcpy", format!("{:.0} MB/s", self.memcpy_mb_s)),
+        ]
+    }
+}
