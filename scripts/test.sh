@@ -6,8 +6,8 @@
 #   1. kcat from apt (if absent), python3 + venv support (if absent)
 #   2. a virtualenv at .venv with tests/requirements.txt (re-installed when that file changes)
 #   3. cargo build --workspace --bins, once, as static binaries for x86_64-unknown-linux-gnu
-#      (the same build serves cargo test, the pytest suite and the FROM-scratch
-#      container image of tests/test_deploy.py)
+#      (the same build serves cargo test, the pytest suite, the FROM-scratch
+#      container image of tests/test_deploy.py and rafka-bench --quick of tests/test_bench.py)
 #   4. cargo test --workspace
 #   5. pytest tests/ -v against target/x86_64-unknown-linux-gnu/debug/rafka (extra
 #      arguments go to pytest)
