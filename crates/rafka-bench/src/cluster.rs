@@ -140,14 +140,13 @@ impl BenchCluster {
     /// Waits until every running node answers Metadata listing every running node.
     pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         self.check_alive()?;
-        let running: Vec<NodePlan> = self
-            .nodes
-            .iter()
-            .zip(&self.children)
-            .filter(|(_, c)| c.is_some())
-            .map(|(n, _)| n.clone())
-            .collect();
+        let running: Vec<NodePlan> = self.running_nodes().cloned().collect();
         self.runtime.block_on(dev::wait_ready(&running, timeout))
+    }
+
+    /// The nodes this cluster started and has not killed or stopped.
+    fn running_nodes(&self) -> impl Iterator<Item = &NodePlan> {
+        self.nodes.iter().zip(&self.children).filter(|(_, c)| c.is_some()).map(|(n, _)| n)
     }
 
     /// Fails, naming the node and its log, if a node we started has exited.
@@ -214,13 +213,7 @@ impl BenchCluster {
     }
 
     fn connect(&self) -> anyhow::Result<Connection> {
-        let live: Vec<String> = self
-            .nodes
-            .iter()
-            .zip(&self.children)
-            .filter(|(_, c)| c.is_some())
-            .map(|(n, _)| n.kafka_addr())
-            .collect();
+        let live: Vec<String> = self.running_nodes().map(NodePlan::kafka_addr).collect();
         Ok(self.runtime.block_on(client::bootstrap(&live.join(","), TIMEOUTS))?)
     }
 
