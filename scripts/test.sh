@@ -3,7 +3,7 @@
 #
 # On a fresh Debian machine (root, apt and PyPI reachable, cargo present) it
 # installs what the tests need, idempotently, then runs every test:
-#   1. kcat from apt (if absent), python3 + venv support (if absent)
+#   1. kcat and strace from apt (if absent), python3 + venv support (if absent)
 #   2. a virtualenv at .venv with tests/requirements.txt (re-installed when that file changes)
 #   3. cargo build --workspace --bins, once, as static binaries for x86_64-unknown-linux-gnu
 #      (the same build serves cargo test, the pytest suite, the FROM-scratch
@@ -55,6 +55,15 @@ if ! command -v kcat >/dev/null; then
 fi
 command -v kcat >/dev/null || die "kcat still missing after apt-get install"
 
+# tests/test_durable.py watches (and delays, and fails) the brokers' fdatasyncs with
+# strace: the brokers are static binaries, out of reach of LD_PRELOAD.
+if ! command -v strace >/dev/null; then
+    echo "strace not found: installing it from apt"
+    apt_install strace
+fi
+command -v strace >/dev/null || die "strace still missing after apt-get install"
+strace -f -qq -o /dev/null true || die "strace cannot trace a process here (is ptrace(2) allowed?)"
+
 if ! command -v python3 >/dev/null; then
     echo "python3 not found: installing it from apt"
     apt_install python3 python3-venv
@@ -69,6 +78,7 @@ fi
 
 echo "cargo:   $(cargo --version)"
 echo "kcat:    $(kcat -V 2>&1 | grep -m1 '^Version' || echo '(version unknown)')"
+echo "strace:  $(strace -V 2>&1 | head -1)"
 echo "python3: $(command -v python3) ($(python3 --version 2>&1))"
 echo "docker:  $(docker version --format 'engine {{.Server.Version}}' 2>&1 | head -1)"
 

@@ -4,7 +4,9 @@
 127.0.0.1 port with its own data directory; stdout and stderr go to `rafka.log`
 beside it.  It is ready when the port accepts TCP and a confluent-kafka
 AdminClient gets Metadata.  `stop()` sends SIGTERM, `kill9()` SIGKILL, and
-`restart()` starts it again on the same port and data directory.
+`restart()` starts it again on the same port and data directory.  A `wrapper`
+(e.g. an `strace ... --` command) runs the broker as its child; signals then go to
+the process group, so they reach the broker itself and not only the wrapper.
 
 Helpers: `wait_until` (poll a condition instead of sleeping), client
 constructors with settings that suit a broker without consumer groups
@@ -156,6 +158,14 @@ class BrokerStartError(StopWaiting):
     """The broker exited during start-up or never became ready."""
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """`sig` to the process group `proc` leads (started with start_new_session=True)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:  # the whole group is gone already
+        pass
+
+
 class Broker:
     """One `rafka server` process on 127.0.0.1:<port> with its own data dir.
 
@@ -164,6 +174,12 @@ class Broker:
     that default.  `env` is added to a KAFKA_*-free copy of our environment.
     `config_text`, if given, is written to server.properties and passed with
     `--config`.
+
+    `wrapper`, if set before `start()`, is a command prefix the broker runs under
+    (`wrapper + argv()`), such as `["strace", ..., "--"]`; it must run the broker as
+    its child and exit when the broker does.  Every signal the harness sends then
+    goes to the process group of that start (its own session): the broker gets it
+    even from a wrapper that ignores or does not forward it.
     """
 
     def __init__(self, workdir: Path, overrides: dict[str, str | None] | None = None,
@@ -191,7 +207,9 @@ class Broker:
         }
         defaults.update(overrides or {})
         self.overrides = {k: v for k, v in defaults.items() if v is not None}
+        self.wrapper: list[str] = []
         self.proc: subprocess.Popen | None = None
+        self._wrapped = False  # whether `proc` is a wrapper (signals go to its group)
         self.starts = 0
         self._admin: AdminClient | None = None
 
@@ -215,11 +233,14 @@ class Broker:
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         self.starts += 1
         self._admin = None  # a fresh client per start: no state carried over from the last process
+        command = [*self.wrapper, *self.argv()]
+        self._wrapped = bool(self.wrapper)
         with open(self.log_path, "ab") as log:
-            log.write(f"\n===== test harness: start #{self.starts}: {' '.join(self.argv())}\n".encode())
+            log.write(f"\n===== test harness: start #{self.starts}: {' '.join(command)}\n".encode())
             log.flush()
+            # Its own session: the process group is the broker (and its wrapper) alone.
             self.proc = subprocess.Popen(
-                self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=hermetic_env(self.env), cwd=self.workdir, start_new_session=True)
         if wait:
             self.wait_ready()
@@ -262,21 +283,31 @@ class Broker:
         except AssertionError as exc:
             raise BrokerStartError(f"{exc}\n--- {self.log_path} (tail) ---\n{self.log_tail()}") from None
 
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the broker: to the process itself, or under a `wrapper` to the
+        process group of its start (the wrapper and the broker)."""
+        assert self.proc is not None, "broker was never started"
+        if self._wrapped:
+            # Even after the wrapper exited: the broker it left behind is still in the group.
+            _signal_group(self.proc, sig)
+        else:
+            self.proc.send_signal(sig)
+
     def stop(self, timeout: float = BROKER_STOP_TIMEOUT_S) -> int | None:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
+        self.signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
             raise AssertionError(f"rafka did not exit within {timeout}s of SIGTERM; killed it")
 
     def kill9(self) -> None:
         assert self.proc is not None and self.proc.poll() is None, "broker is not running"
-        self.proc.send_signal(signal.SIGKILL)
+        self.signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
     def restart(self, wait: bool = True) -> "Broker":
@@ -435,14 +466,15 @@ CLUSTERS_KEY = pytest.StashKey[list]()
 
 # Processes started by ClusterNode, killed at interpreter exit if a test run is cut
 # short before its fixtures could stop them (they run in their own sessions, so a
-# Ctrl-C or a timeout of the test runner does not reach them).
+# Ctrl-C or a timeout of the test runner does not reach them).  The whole process
+# group is killed: a node's wrapper and the broker under it.
 _LIVE_PROCS: list[subprocess.Popen] = []
 
 
 def _kill_leftovers() -> None:
     for proc in _LIVE_PROCS:
         if proc.poll() is None:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -499,7 +531,7 @@ class ClusterNode(Broker):
     def run_to_exit(self, timeout: float = 30.0) -> subprocess.CompletedProcess:
         """Run `rafka server` with this node's config in the foreground, stdout and
         stderr captured apart; for start-ups that must fail.  A process still running
-        after `timeout` is killed and the test fails."""
+        after `timeout` is killed and the test fails.  The `wrapper` is not used here."""
         assert not self.is_running(), "node is already running"
         self.write_config()
         with open(self.log_path, "ab") as log:
@@ -602,15 +634,14 @@ class Cluster:
         nodes = [n for n in nodes if n.is_running()]
         for n in nodes:
             n.drop_clients()
-            assert n.proc is not None
-            n.proc.send_signal(signal.SIGTERM)
+            n.signal(signal.SIGTERM)
         hung = []
         for n in nodes:
             assert n.proc is not None
             try:
                 n.proc.wait(timeout=max(0.1, timeout - (time.monotonic() - t0)))
             except subprocess.TimeoutExpired:
-                n.proc.kill()
+                n.signal(signal.SIGKILL)
                 n.proc.wait(timeout=10)
                 hung.append(n.node_id)
         if hung:
@@ -636,15 +667,14 @@ class Cluster:
             for n in phase:
                 n.drop_clients()
                 if n.is_running():
-                    assert n.proc is not None
-                    n.proc.send_signal(signal.SIGTERM)
+                    n.signal(signal.SIGTERM)
             deadline = time.monotonic() + grace
             for n in phase:
                 assert n.proc is not None
                 try:
                     n.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    n.proc.kill()
+                    n.signal(signal.SIGKILL)
                     n.proc.wait(timeout=10)
                     killed.append(n.node_id)
         return killed
