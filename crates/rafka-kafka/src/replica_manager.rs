@@ -23,7 +23,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use rafka_metadata::topic_config::{cleanup_policy_includes, TopicDefaults};
 use rafka_metadata::{MetadataImage, TopicImage};
-use rafka_storage::{LogConfig, StorageError, TimestampType, DEFAULT_MIN_CLEANABLE_DIRTY_RATIO, NO_FLUSH};
+use rafka_storage::{LogConfig, TimestampType, DEFAULT_MIN_CLEANABLE_DIRTY_RATIO, NO_FLUSH};
 use tokio::sync::{watch, Notify};
 use tracing::{info, info_span, warn};
 use uuid::Uuid;
@@ -71,6 +71,11 @@ pub fn parse_partition_dir_name(name: &str) -> Option<TopicPartition> {
     }
     Some((topic.to_string(), partition))
 }
+
+/// Threads that open or close partition logs when there are many (fsync-bound work).
+const IO_THREADS: usize = 8;
+/// Fewer new partitions than this are opened on the calling thread.
+const PARALLEL_OPEN_FROM: usize = 64;
 
 /// The log configuration of a topic: its overrides over the broker defaults.
 pub fn log_config_for(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> LogConfig {
@@ -260,7 +265,14 @@ impl ReplicaManager {
         }
 
         let mut unclaimed = self.unclaimed_dirs.lock().take().unwrap_or_default();
+        // One LogConfig per topic, not per partition: this runs on every image.
+        let mut configs: HashMap<Uuid, LogConfig> = HashMap::new();
+        let mut to_open = Vec::new();
         for (tp, (topic, state)) in &wanted {
+            let config = configs
+                .entry(topic.topic_id)
+                .or_insert_with(|| log_config_for(&self.defaults, &topic.configs))
+                .clone();
             let existing = self.get(&tp.0, tp.1);
             match existing {
                 Some(p) => {
@@ -269,7 +281,7 @@ impl ReplicaManager {
                             warn!(topic = %p.topic, partition = p.index, error = %e, "cannot record the new leader epoch");
                         }
                     }
-                    p.update_log_config(log_config_for(&self.defaults, &topic.configs));
+                    p.update_log_config(config);
                 }
                 None => {
                     let dir = match unclaimed.remove(tp) {
@@ -283,17 +295,11 @@ impl ReplicaManager {
                         }
                         None => self.choose_dir(&tp.0, tp.1),
                     };
-                    match self.open_partition(dir, topic.topic_id, tp, topic, state.clone()) {
-                        Ok(p) => {
-                            self.partitions.write().insert(tp.clone(), Arc::new(p));
-                        }
-                        Err(e) => {
-                            warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot open partition log");
-                        }
-                    }
+                    to_open.push((dir, topic.topic_id, tp, state.clone(), config));
                 }
             }
         }
+        self.open_partitions(to_open);
         // Directories on disk that the image does not assign here are strays from topics
         // deleted while this broker was down.
         for (tp, dir) in unclaimed {
@@ -306,16 +312,35 @@ impl ReplicaManager {
         self.applied.send_replace(image.offset);
     }
 
-    fn open_partition(
-        &self,
-        dir: PathBuf,
-        topic_id: Uuid,
-        tp: &TopicPartition,
-        topic: &TopicImage,
-        state: ReplicaState,
-    ) -> Result<Partition, StorageError> {
-        let config = log_config_for(&self.defaults, &topic.configs);
-        Partition::open(dir, &tp.0, topic_id, tp.1, self.node_id, config, state, self.activity.clone())
+    /// Opens new partition logs (creating their files), a few at a time in parallel
+    /// when there are many: creating thousands of partitions, or starting with them,
+    /// is bound by file creation and fsyncs, not CPU.
+    fn open_partitions(&self, to_open: Vec<(PathBuf, Uuid, &TopicPartition, ReplicaState, LogConfig)>) {
+        let open = |(dir, topic_id, tp, state, config): (PathBuf, Uuid, &TopicPartition, ReplicaState, LogConfig)| {
+            match Partition::open(dir, &tp.0, topic_id, tp.1, self.node_id, config, state, self.activity.clone()) {
+                Ok(p) => {
+                    self.partitions.write().insert(tp.clone(), Arc::new(p));
+                }
+                Err(e) => {
+                    warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot open partition log");
+                }
+            }
+        };
+        if to_open.len() < PARALLEL_OPEN_FROM {
+            to_open.into_iter().for_each(open);
+            return;
+        }
+        let per_thread = to_open.len().div_ceil(IO_THREADS);
+        let mut shares: Vec<Vec<_>> = Vec::new();
+        let mut rest = to_open.into_iter().peekable();
+        while rest.peek().is_some() {
+            shares.push(rest.by_ref().take(per_thread).collect());
+        }
+        std::thread::scope(|scope| {
+            for share in shares {
+                scope.spawn(|| share.into_iter().for_each(open));
+            }
+        });
     }
 
     /// Time and size retention plus time-based rolling, for every partition.
@@ -443,11 +468,24 @@ impl ReplicaManager {
     /// Closes every partition cleanly (shutdown).
     pub fn close_all(&self) {
         let all: Vec<_> = self.partitions.write().drain().map(|(_, p)| p).collect();
-        for p in all {
-            if let Err(e) = p.close() {
-                warn!(topic = %p.topic, partition = p.index, error = %e, "close failed");
-            }
+        if all.is_empty() {
+            return;
         }
+        // Each close is a flush plus a clean-shutdown marker, several fsyncs; with
+        // thousands of partitions, closing them one after another outlasts any stop
+        // grace, so a few threads overlap the fsyncs.
+        let per_thread = all.len().div_ceil(IO_THREADS);
+        std::thread::scope(|scope| {
+            for share in all.chunks(per_thread) {
+                scope.spawn(move || {
+                    for p in share {
+                        if let Err(e) = p.close() {
+                            warn!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+                        }
+                    }
+                });
+            }
+        });
     }
 
     /// Topic names this broker hosts at least one partition of.
