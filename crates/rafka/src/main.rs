@@ -97,10 +97,36 @@ async fn shutdown_signal() {
 fn server(config: Option<PathBuf>, overrides: Vec<String>) -> anyhow::Result<()> {
     let config = BrokerConfig::load(config.as_deref(), std::env::vars(), &overrides)?;
     init_logging();
+    raise_open_file_limit();
     rafka_server::log_configuration(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(rafka_server::run(config, shutdown_signal()))?;
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one, as the JVM does for Kafka: every
+/// hosted partition replica keeps its segment and two index files open, so the usual
+/// soft limit of 1024 runs out at a few hundred partitions.
+#[allow(unsafe_code)]
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        (before, before == limit.rlim_max || libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0)
+    };
+    match raised {
+        (before, true) => tracing::info!(
+            from = before,
+            to = limit.rlim_max,
+            "open file limit (each partition replica keeps 3 files open)"
+        ),
+        (before, false) => tracing::warn!(limit = before, "cannot raise the open file limit"),
+    }
 }
 
 fn main() -> ExitCode {
