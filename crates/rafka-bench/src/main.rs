@@ -81,8 +81,35 @@ fn default_rafka_bin() -> anyhow::Result<PathBuf> {
     Ok(sibling)
 }
 
+/// Lets the brokers (our children) hold many files: each partition replica keeps
+/// three open, so 10,000 partitions at RF=3 on three local brokers need over 30,000
+/// per broker. Raises the hard limit too where permitted (as root), else the soft
+/// limit to the hard one; returns the soft limit the brokers inherit.
+#[allow(unsafe_code)]
+fn raise_open_file_limit() -> u64 {
+    const WANTED: libc::rlim_t = 1 << 20;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        let raised = libc::rlimit { rlim_cur: WANTED.max(limit.rlim_cur), rlim_max: WANTED.max(limit.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return raised.rlim_cur;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            return limit.rlim_cur;
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
+    let open_files = raise_open_file_limit();
     let rafka_bin = match args.rafka_bin {
         Some(path) => path,
         None => default_rafka_bin()?,
@@ -98,7 +125,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
-        "rafka-bench{}: {} on {cores} cores; broker {}",
+        "rafka-bench{}: {} on {cores} cores; broker {} (open file limit {open_files})",
         if args.quick { " --quick (smoke run: figures are meaningless)" } else { "" },
         scenarios.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>().join(", "),
         rafka_bin.display()
@@ -111,7 +138,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let plan = Plan::new(args.quick);
     eprintln!("measuring this machine's limits in {}", data_dir.display());
     let limits = limits::measure(&data_dir, limits::LimitSizes::new(args.quick))?;
-    let mut bench = Bench::new(plan, rafka_bin, data_dir.clone(), args.base_port, limits);
+    let mut bench = Bench::new(plan, rafka_bin, data_dir.clone(), args.base_port, open_files, limits);
     bench.rows.extend(limits.rows());
 
     let outcome = (|| -> anyhow::Result<()> {
