@@ -2,7 +2,7 @@
 
 This checks that every scenario runs against a real 3-node cluster and reports
 a figure; it does not read the figures against the targets (performance is
-measured by `cargo run --release -p rafka-bench`, see docs/benchmarks.md, never
+measured by `target/release/rafka-bench` (see docs/benchmarks.md), never
 in timed tests).  The bench binary is the one scripts/test.sh built beside
 $RAFKA_BIN (or $RAFKA_BENCH_BIN).
 """
