@@ -74,8 +74,30 @@ pub fn parse_partition_dir_name(name: &str) -> Option<TopicPartition> {
 
 /// Threads that open or close partition logs when there are many (fsync-bound work).
 const IO_THREADS: usize = 8;
-/// Fewer new partitions than this are opened on the calling thread.
-const PARALLEL_OPEN_FROM: usize = 64;
+/// Fewer logs than this are opened or closed on the calling thread.
+const PARALLEL_FROM: usize = 64;
+
+/// Runs `work` on every item: on the calling thread when there are few, else split
+/// over [`IO_THREADS`] scoped threads. Opening and closing partition logs is bound by
+/// file creation and fsyncs, not CPU, so with thousands of partitions (creating
+/// them, starting or stopping with them) the threads overlap the waits; one after
+/// another, closing 10,000 logs outlasted any stop grace.
+fn for_each_on_io_threads<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
+    if items.len() < PARALLEL_FROM {
+        items.into_iter().for_each(work);
+        return;
+    }
+    let per_thread = items.len().div_ceil(IO_THREADS);
+    let work = &work;
+    let mut rest = items.into_iter();
+    std::thread::scope(|scope| loop {
+        let share: Vec<T> = rest.by_ref().take(per_thread).collect();
+        if share.is_empty() {
+            break;
+        }
+        scope.spawn(move || share.into_iter().for_each(work));
+    });
+}
 
 /// The log configuration of a topic: its overrides over the broker defaults.
 pub fn log_config_for(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> LogConfig {
@@ -312,9 +334,7 @@ impl ReplicaManager {
         self.applied.send_replace(image.offset);
     }
 
-    /// Opens new partition logs (creating their files), a few at a time in parallel
-    /// when there are many: creating thousands of partitions, or starting with them,
-    /// is bound by file creation and fsyncs, not CPU.
+    /// Opens new partition logs, creating their files.
     fn open_partitions(&self, to_open: Vec<(PathBuf, Uuid, &TopicPartition, ReplicaState, LogConfig)>) {
         let open = |(dir, topic_id, tp, state, config): (PathBuf, Uuid, &TopicPartition, ReplicaState, LogConfig)| {
             match Partition::open(dir, &tp.0, topic_id, tp.1, self.node_id, config, state, self.activity.clone()) {
@@ -326,21 +346,7 @@ impl ReplicaManager {
                 }
             }
         };
-        if to_open.len() < PARALLEL_OPEN_FROM {
-            to_open.into_iter().for_each(open);
-            return;
-        }
-        let per_thread = to_open.len().div_ceil(IO_THREADS);
-        let mut shares: Vec<Vec<_>> = Vec::new();
-        let mut rest = to_open.into_iter().peekable();
-        while rest.peek().is_some() {
-            shares.push(rest.by_ref().take(per_thread).collect());
-        }
-        std::thread::scope(|scope| {
-            for share in shares {
-                scope.spawn(|| share.into_iter().for_each(open));
-            }
-        });
+        for_each_on_io_threads(to_open, open);
     }
 
     /// Time and size retention plus time-based rolling, for every partition.
@@ -468,22 +474,9 @@ impl ReplicaManager {
     /// Closes every partition cleanly (shutdown).
     pub fn close_all(&self) {
         let all: Vec<_> = self.partitions.write().drain().map(|(_, p)| p).collect();
-        if all.is_empty() {
-            return;
-        }
-        // Each close is a flush plus a clean-shutdown marker, several fsyncs; with
-        // thousands of partitions, closing them one after another outlasts any stop
-        // grace, so a few threads overlap the fsyncs.
-        let per_thread = all.len().div_ceil(IO_THREADS);
-        std::thread::scope(|scope| {
-            for share in all.chunks(per_thread) {
-                scope.spawn(move || {
-                    for p in share {
-                        if let Err(e) = p.close() {
-                            warn!(topic = %p.topic, partition = p.index, error = %e, "close failed");
-                        }
-                    }
-                });
+        for_each_on_io_threads(all, |p| {
+            if let Err(e) = p.close() {
+                warn!(topic = %p.topic, partition = p.index, error = %e, "close failed");
             }
         });
     }
