@@ -22,17 +22,17 @@ use crate::scenarios::{Bench, Plan, ProduceMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// Everything below, in this order.
+    /// produce (with the durability rows), consume, latency, failover, footprint, in this order.
     All,
     /// Produce flat out: RF=1 acks=1, RF=3 acks=all idempotent, and RF=3 with fsync before ack; 100 B and 1 KiB.
     Produce,
     /// Consume a loaded topic from the beginning.
     Consume,
-    /// End-to-end latency at a fixed rate (HdrHistogram).
+    /// End-to-end latency at fixed rates (HdrHistogram): 50 and 5 MB/s, or 5 MB/s with --quick.
     Latency,
     /// kill -9 of a partition leader, then of the active controller, under a steady producer.
     Failover,
-    /// Start-up time and time to create topics with many partitions (idle and loaded RSS come with every cluster run).
+    /// Start-up time and time to create many partitions (idle RSS comes with every run; RSS under load and CPU per GB with produce).
     Footprint,
     /// Page-cache acks against fsync-before-ack (group commit), RF=3.
     Durability,
@@ -59,7 +59,7 @@ struct Args {
     /// The rafka binary to run (default: the `rafka` beside this program, e.g. target/release/rafka).
     #[arg(long, value_name = "PATH")]
     rafka_bin: Option<PathBuf>,
-    /// Scratch directory for the brokers' data and the disk probes; wiped at start and end.
+    /// Scratch directory for the brokers' data and the disk probes; wiped at start, removed after a successful run.
     #[arg(long, value_name = "DIR", default_value = "rafka-bench-data")]
     data_dir: PathBuf,
     /// First port to try: node i listens on P+i-1 (Kafka) and P+100+i-1 (gRPC).
