@@ -47,6 +47,18 @@ struct Counting {
 
 impl ClientContext for Counting {}
 
+impl Counting {
+    /// Fails, with the first error, if any record was not acknowledged.
+    fn all_acknowledged(&self, topic: &str) -> anyhow::Result<()> {
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = self.first_error.lock().unwrap().clone().unwrap_or_default();
+            bail!("{failed} records to {topic} were not acknowledged; the first error: {first}");
+        }
+        Ok(())
+    }
+}
+
 impl ProducerContext for Counting {
     type DeliveryOpaque = ();
 
@@ -118,14 +130,28 @@ pub fn produce_flat_out(
     }
     producer.flush(Duration::from_secs(120)).context("flushing the producer")?;
     let elapsed = start.elapsed();
-    let context = producer.context();
-    let failed = context.failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        let first = context.first_error.lock().unwrap().clone().unwrap_or_default();
-        bail!("{failed} records to {topic} were not acknowledged; the first error: {first}");
-    }
-    let records = context.acked.load(Ordering::Relaxed);
+    producer.context().all_acknowledged(topic)?;
+    let records = producer.context().acked.load(Ordering::Relaxed);
     Ok(Throughput { records, bytes: records * record_size as u64, elapsed })
+}
+
+/// Produces exactly `count` records (`acks=1`, otherwise librdkafka's defaults):
+/// data for a consume run, not a measurement. Any failed delivery fails it.
+pub fn produce_exactly(bootstrap: &str, topic: &str, record_size: usize, count: u64) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<Counting> = client_config(bootstrap, &[("acks", "1")])
+        .create_with_context(Counting::default())
+        .context("cannot create the producer")?;
+    let value = payload(record_size);
+    let mut sent = 0;
+    while sent < count {
+        match producer.send(BaseRecord::<(), [u8], ()>::to(topic).payload(&value)) {
+            Ok(()) => sent += 1,
+            Err((e, _)) if is_queue_full(&e) => std::thread::sleep(Duration::from_micros(500)),
+            Err((e, _)) => bail!("loading {topic} failed: {e}"),
+        }
+    }
+    producer.flush(Duration::from_secs(300)).context("flushing the producer")?;
+    producer.context().all_acknowledged(topic)
 }
 
 /// Reads `partitions` partitions of `topic` from the beginning until `expected`

@@ -295,7 +295,7 @@ impl Bench {
             let cluster = self.cluster()?;
             cluster.create_topic(&topic, partitions, 3, &[])?;
             eprintln!("consume: loading {count} records of {}", size_label(size));
-            load_exactly(&cluster.bootstrap(), &topic, size, count)?;
+            load::produce_exactly(&cluster.bootstrap(), &topic, size, count)?;
             eprintln!("consume: reading them back");
             let t = load::consume_from_beginning(&cluster.bootstrap(), &topic, partitions, count, Duration::from_secs(600))?;
             self.rows.push(
@@ -497,27 +497,6 @@ fn settle(cluster: &BenchCluster, topic: &str) -> anyhow::Result<()> {
         let views = cluster.partitions(topic)?;
         Ok(views.iter().all(|p| p.isr.len() == p.replicas.len() && p.replicas.first() == Some(&p.leader)))
     })
-}
-
-/// Produces exactly `count` records (acks=1), for data to consume.
-fn load_exactly(bootstrap: &str, topic: &str, size: usize, count: u64) -> anyhow::Result<()> {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).set("acks", "1").create()?;
-    let value = vec![0x42u8; size];
-    let mut sent = 0;
-    while sent < count {
-        match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&value)) {
-            Ok(()) => sent += 1,
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-            Err((e, _)) => anyhow::bail!("loading {topic} failed: {e}"),
-        }
-    }
-    producer.flush(Duration::from_secs(300))?;
-    Ok(())
 }
 
 impl MachineLimits {
