@@ -272,7 +272,6 @@ impl Node {
             info!(listener = %name, %address, "serving node-to-node gRPC");
             addresses.push((name, address));
             let router = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(rafka_rpc::raft_service_server::RaftServiceServer::new(RaftGrpcService::new(raft.clone())).max_decoding_message_size(64 << 20))
                 .add_service(rafka_rpc::controller_service_server::ControllerServiceServer::new(ControllerGrpcService::new(quorum.clone())))
                 .add_service(rafka_rpc::replication_service_server::ReplicationServiceServer::new(LeaderService::new(
@@ -283,7 +282,10 @@ impl Node {
                     stop_rx.clone(),
                 )));
             let mut stop = stop_rx.clone();
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(socket);
+            // The builder's tcp_nodelay only covers listeners tonic binds itself: set it on
+            // ours, or Nagle holds the tail of every large replication answer until the
+            // follower's delayed ACK (~40 ms per fetch round trip).
+            let incoming = tonic::transport::server::TcpIncoming::from(socket).with_nodelay(Some(true));
             tasks.spawn(
                 async move {
                     let shutdown = async move { rafka_kafka::server::until_shutdown(&mut stop).await };
