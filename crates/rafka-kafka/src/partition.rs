@@ -34,13 +34,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 use kafka_protocol::ResponseError;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use rafka_storage::{AppendInfo, LogConfig, PartitionLog, StorageError, NO_FLUSH};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::errors::KafkaError;
@@ -122,6 +122,13 @@ struct SyncOutcome {
     error: Option<KafkaError>,
 }
 
+/// Told when a partition's log grows or its high watermark moves: how a leader's
+/// replication session for one follower learns, without polling, which of its
+/// partitions have something new.
+pub trait ChangeListener: Send + Sync {
+    fn partition_changed(&self, topic_id: Uuid, partition: i32);
+}
+
 /// A partition replica hosted by this broker.
 pub struct Partition {
     pub topic: String,
@@ -135,9 +142,9 @@ pub struct Partition {
     /// Bumped on every change of leader, epoch or ISR, so waiters can re-check.
     state_version: watch::Sender<u64>,
     leader_book: Mutex<LeaderBook>,
-    /// Shared with every partition of the broker: woken when a log grows or a high
-    /// watermark moves, so replication sessions waiting for data can answer.
-    activity: Arc<Notify>,
+    /// Told when the log grows or the high watermark moves (as leader): the
+    /// replication sessions of the followers fetching this partition.
+    listeners: Mutex<Vec<Weak<dyn ChangeListener>>>,
     /// `flush.messages` and `flush.ms` of the log config ([`NO_FLUSH`] = never).
     flush_messages: AtomicI64,
     flush_ms: AtomicI64,
@@ -185,7 +192,6 @@ impl Partition {
         node_id: i32,
         config: LogConfig,
         state: ReplicaState,
-        activity: Arc<Notify>,
     ) -> Result<Partition, StorageError> {
         write_partition_metadata(&dir, topic_id)?;
         let (flush_messages, flush_ms) = (config.flush_messages, config.flush_ms);
@@ -202,7 +208,7 @@ impl Partition {
             high_watermark,
             state_version: watch::channel(0).0,
             leader_book: Mutex::new(LeaderBook::default()),
-            activity,
+            listeners: Mutex::new(Vec::new()),
             flush_messages: AtomicI64::new(flush_messages),
             flush_ms: AtomicI64::new(flush_ms),
             sync_rounds: Mutex::new(SyncRounds::default()),
@@ -447,6 +453,27 @@ impl Partition {
         self.state.read().leader == self.node_id
     }
 
+    /// Registers `listener` to be told when this partition's log grows or its high
+    /// watermark moves; it stays registered until dropped.
+    pub fn add_change_listener(&self, listener: Weak<dyn ChangeListener>) {
+        let mut listeners = self.listeners.lock();
+        listeners.retain(|l| l.strong_count() > 0);
+        if !listeners.iter().any(|l| Weak::ptr_eq(l, &listener)) {
+            listeners.push(listener);
+        }
+    }
+
+    /// Tells every live listener that this partition changed.
+    pub fn notify_listeners(&self) {
+        self.listeners.lock().retain(|l| match l.upgrade() {
+            Some(listener) => {
+                listener.partition_changed(self.topic_id, self.index);
+                true
+            }
+            None => false,
+        });
+    }
+
     pub fn high_watermark(&self) -> i64 {
         *self.high_watermark.borrow()
     }
@@ -537,7 +564,7 @@ impl Partition {
         }
         let info = self.log()?.append(records, leader_epoch, now_ms)?;
         if !self.maybe_advance_high_watermark() {
-            self.activity.notify_waiters();
+            self.notify_listeners();
         }
         Ok(info)
     }
@@ -576,7 +603,7 @@ impl Partition {
             }
         });
         if moved {
-            self.activity.notify_waiters();
+            self.notify_listeners();
         }
         moved
     }
@@ -595,6 +622,12 @@ impl Partition {
             *hw = next;
             moved
         });
+    }
+
+    /// As follower: applies the leader's last high watermark again, after something
+    /// that may lift this replica's bound (a sync in the durable mode).
+    pub fn refresh_follower_high_watermark(&self) {
+        self.update_follower_high_watermark(self.leader_high_watermark.load(Ordering::Relaxed));
     }
 
     /// Checks a follower's fetch position (its LEO and the epoch of its last batch)

@@ -7,7 +7,6 @@ use bytes::BytesMut;
 use kafka_protocol::ResponseError;
 use rafka_storage::batch::test_support::simple_batch;
 use rafka_storage::LogConfig;
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::*;
@@ -26,7 +25,7 @@ fn state(leader: i32, leader_epoch: i32, isr: &[i32], min_insync: usize) -> Repl
 }
 
 fn open(dir: &tempfile::TempDir, initial: ReplicaState) -> Partition {
-    Partition::open(dir.path().join("t-0"), "t", Uuid::new_v4(), 0, ME, LogConfig::default(), initial, Arc::new(Notify::new())).unwrap()
+    Partition::open(dir.path().join("t-0"), "t", Uuid::new_v4(), 0, ME, LogConfig::default(), initial).unwrap()
 }
 
 fn append(p: &Partition, records: usize) -> i64 {
@@ -143,7 +142,7 @@ fn a_follower_follows_the_leaders_high_watermark_within_its_own_log() {
     let dir = tempfile::tempdir().unwrap();
     let p = open(&dir, state(2, 1, &[1, 2], 1));
     let leader = tempfile::tempdir().unwrap();
-    let l = Partition::open(leader.path().join("t-0"), "t", Uuid::new_v4(), 0, 2, LogConfig::default(), state(2, 1, &[2], 1), Arc::new(Notify::new())).unwrap();
+    let l = Partition::open(leader.path().join("t-0"), "t", Uuid::new_v4(), 0, 2, LogConfig::default(), state(2, 1, &[2], 1)).unwrap();
     l.append_as_leader(BytesMut::from(&simple_batch(4, 1_000)[..]), 1, 1_000).unwrap();
     let batches = l.log().unwrap().read(0, 1 << 20, i64::MAX, true).unwrap().records;
     p.update_follower_high_watermark(4);
@@ -178,7 +177,7 @@ fn losing_leadership_wakes_state_watchers_and_stops_hw_tracking() {
 
 fn open_with_flush(dir: &tempfile::TempDir, initial: ReplicaState, flush_messages: i64) -> Arc<Partition> {
     let config = LogConfig { flush_messages, ..LogConfig::default() };
-    Arc::new(Partition::open(dir.path().join("t-0"), "t", Uuid::new_v4(), 0, ME, config, initial, Arc::new(Notify::new())).unwrap())
+    Arc::new(Partition::open(dir.path().join("t-0"), "t", Uuid::new_v4(), 0, ME, config, initial).unwrap())
 }
 
 /// A sync hook that holds the first sync until the returned sender sends (or drops).
@@ -339,7 +338,7 @@ fn durable_follower_high_watermark_stays_within_its_durable_end() {
     let dir = tempfile::tempdir().unwrap();
     let p = open_with_flush(&dir, state(2, 1, &[1, 2], 1), 1);
     let leader = tempfile::tempdir().unwrap();
-    let l = Partition::open(leader.path().join("t-0"), "t", Uuid::new_v4(), 0, 2, LogConfig::default(), state(2, 1, &[2], 1), Arc::new(Notify::new())).unwrap();
+    let l = Partition::open(leader.path().join("t-0"), "t", Uuid::new_v4(), 0, 2, LogConfig::default(), state(2, 1, &[2], 1)).unwrap();
     l.append_as_leader(BytesMut::from(&simple_batch(4, 1_000)[..]), 1, 1_000).unwrap();
     let batches = l.log().unwrap().read(0, 1 << 20, i64::MAX, true).unwrap().records;
     p.append_as_follower(batches, 2, 1).unwrap();

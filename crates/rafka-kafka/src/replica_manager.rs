@@ -24,7 +24,7 @@ use parking_lot::RwLock;
 use rafka_metadata::topic_config::{cleanup_policy_includes, TopicDefaults};
 use rafka_metadata::{MetadataImage, TopicImage};
 use rafka_storage::{LogConfig, TimestampType, DEFAULT_MIN_CLEANABLE_DIRTY_RATIO, NO_FLUSH};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::{info, info_span, warn};
 use uuid::Uuid;
 
@@ -50,8 +50,6 @@ pub struct ReplicaManager {
     /// Partition directories found on disk at start-up, not yet claimed by the image.
     unclaimed_dirs: parking_lot::Mutex<Option<HashMap<TopicPartition, PathBuf>>>,
     applied: watch::Sender<u64>,
-    /// Woken when any hosted log grows or any high watermark moves.
-    activity: Arc<Notify>,
 }
 
 impl std::fmt::Debug for ReplicaManager {
@@ -177,7 +175,6 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             unclaimed_dirs: parking_lot::Mutex::new(Some(found)),
             applied,
-            activity: Arc::new(Notify::new()),
         })
     }
 
@@ -194,12 +191,6 @@ impl ReplicaManager {
             .read()
             .get(&(topic.to_string(), partition))
             .cloned()
-    }
-
-    /// Woken when any hosted log grows or any high watermark moves (create the
-    /// `notified()` future before checking, then await it).
-    pub fn activity(&self) -> &Arc<Notify> {
-        &self.activity
     }
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
@@ -337,7 +328,7 @@ impl ReplicaManager {
     /// Opens new partition logs, creating their files.
     fn open_partitions(&self, to_open: Vec<(PathBuf, Uuid, &TopicPartition, ReplicaState, LogConfig)>) {
         let open = |(dir, topic_id, tp, state, config): (PathBuf, Uuid, &TopicPartition, ReplicaState, LogConfig)| {
-            match Partition::open(dir, &tp.0, topic_id, tp.1, self.node_id, config, state, self.activity.clone()) {
+            match Partition::open(dir, &tp.0, topic_id, tp.1, self.node_id, config, state) {
                 Ok(p) => {
                     self.partitions.write().insert(tp.clone(), Arc::new(p));
                 }
@@ -359,7 +350,12 @@ impl ReplicaManager {
             // Never delete past the high watermark (data consumers have not been allowed to see).
             match log.apply_retention_up_to(now_ms, p.high_watermark()) {
                 Ok(0) => {}
-                Ok(n) => info!(topic = %p.topic, partition = p.index, segments = n, log_start_offset = log.log_start_offset(), "retention deleted segments"),
+                Ok(n) => {
+                    info!(topic = %p.topic, partition = p.index, segments = n, log_start_offset = log.log_start_offset(), "retention deleted segments");
+                    drop(log);
+                    // Followers learn the new log start from their next answer.
+                    p.notify_listeners();
+                }
                 Err(e) => warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
             }
         }

@@ -3,9 +3,15 @@
 //! [`Fetchers::reconcile`] runs after every metadata image: each hosted partition led by
 //! another broker is assigned to the fetcher of that broker (started on demand, stopped
 //! when it has nothing left to fetch). A fetcher keeps one gRPC stream to its leader and
-//! sends one request at a time for all its partitions; when its partition set changes
-//! it replaces the stream, so a partition whose leader just moved starts fetching at
-//! once instead of after the leader's long-poll wait.
+//! sends one request at a time; when its partition set changes it replaces the stream,
+//! so a partition whose leader just moved starts fetching at once instead of after the
+//! leader's long-poll wait.
+//!
+//! Each stream is a fetch session ([`FetchSession`]): the first request lists every
+//! partition, later ones only those whose position changed since the previous request
+//! (the ones an answer touched) and those that leave the session while they rest after
+//! an error. So a request costs what changed, not every partition shared with the
+//! leader.
 //!
 //! Handling an answer, per partition: a diverging epoch truncates the log to where it
 //! agrees with the leader's (KIP-320); batches are appended unchanged (offsets and
@@ -17,10 +23,10 @@
 //! holds, so in the durable mode (`flush.messages=1`) a fetcher fsyncs what it
 //! appended before the next request reports it: the partitions with unsynced data are
 //! synced together on one blocking thread, and awaited, before every request. A
-//! partition whose sync fails is left out of requests and rests, then is synced again.
+//! partition whose sync fails leaves the session and rests, then is synced again.
 //! With `flush.messages=N>1`, N unsynced messages start a background sync.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +36,7 @@ use rafka_kafka::partition::Partition;
 use rafka_kafka::ReplicaManager;
 use rafka_metadata::MetadataImage;
 use rafka_rpc::replication_service_client::ReplicationServiceClient;
-use rafka_rpc::{PartitionData, PartitionFetch, ReplicaFetchRequest};
+use rafka_rpc::{PartitionData, PartitionFetch, PartitionId, ReplicaFetchRequest};
 use rafka_storage::NO_FLUSH;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -223,6 +229,21 @@ impl Drop for Fetchers {
     }
 }
 
+/// The follower's side of one stream's fetch session: what the leader's session
+/// holds, and what may have changed since the last request.
+#[derive(Default)]
+struct FetchSession {
+    /// Whether the first (full) request has been sent on this stream.
+    started: bool,
+    /// Per partition in the leader's session: the (fetch offset, last fetched epoch)
+    /// it holds.
+    sent: HashMap<PartitionKey, (i64, i32)>,
+    /// Partitions whose position or state may have changed since the last request.
+    dirty: HashSet<PartitionKey>,
+    /// Partitions out of the session while they rest.
+    resting: HashSet<PartitionKey>,
+}
+
 struct Fetcher {
     leader: i32,
     address: String,
@@ -292,41 +313,86 @@ impl Fetcher {
             .map_err(|e| e.to_string())
     }
 
-    /// Builds the next request, or `None` when no partition may be fetched now
-    /// (returning the earliest time one may).
-    fn next_request(&self, rotation: usize) -> Result<ReplicaFetchRequest, Option<Instant>> {
+    /// Builds the next request of `session`, or `None` when its session would hold
+    /// no partition (returning the earliest time a resting one may rejoin).
+    ///
+    /// The first request lists every partition that may be fetched now; later ones
+    /// list only the partitions in `session.dirty` whose position (log end offset,
+    /// epoch of the last batch) differs from what the leader holds, and name the ones
+    /// that leave the session. A partition leaves while it rests (after an error) and,
+    /// in the durable mode, while its data is not all fsynced: the leader must not
+    /// count what is not on disk.
+    fn next_request(&self, session: &mut FetchSession) -> Result<ReplicaFetchRequest, Option<Instant>> {
         let set = self.targets.lock();
         let now = Instant::now();
-        let mut partitions = Vec::with_capacity(set.targets.len());
-        let mut earliest: Option<Instant> = None;
-        for target in set.targets.values() {
-            if let Some(at) = target.resume_at.filter(|at| *at > now) {
-                earliest = Some(earliest.map_or(at, |e| e.min(at)));
-                continue;
-            }
-            let Ok(log) = target.partition.log() else {
-                continue;
-            };
-            if target.partition.is_durable() && log.synced_end_offset() < log.log_end_offset() {
-                // Its sync failed: the leader must not count what is not on disk.
-                let retry = now + PARTITION_BACKOFF;
-                earliest = Some(earliest.map_or(retry, |e| e.min(retry)));
-                continue;
-            }
-            partitions.push(PartitionFetch {
-                topic_id: target.partition.topic_id.as_bytes().to_vec(),
-                partition: target.partition.index,
-                current_leader_epoch: target.leader_epoch,
-                fetch_offset: log.log_end_offset(),
-                last_fetched_epoch: log.latest_epoch().unwrap_or(-1),
+        let keys: Vec<PartitionKey> = if session.started {
+            let resumed = session
+                .resting
+                .iter()
+                .filter(|k| set.targets.get(k).is_none_or(|t| t.resume_at.is_none_or(|at| at <= now)))
+                .copied()
+                .collect::<Vec<_>>();
+            session.dirty.drain().chain(resumed).collect()
+        } else {
+            session.dirty.clear();
+            set.targets.keys().copied().collect()
+        };
+        let mut partitions = Vec::new();
+        let mut removed = Vec::new();
+        for key in keys {
+            session.resting.remove(&key);
+            let position = set.targets.get(&key).and_then(|target| {
+                if target.resume_at.is_some_and(|at| at > now) {
+                    return None;
+                }
+                let log = target.partition.log().ok()?;
+                if target.partition.is_durable() && log.synced_end_offset() < log.log_end_offset() {
+                    return None;
+                }
+                Some((log.log_end_offset(), log.latest_epoch().unwrap_or(-1), target))
             });
+            match position {
+                Some((fetch_offset, last_fetched_epoch, target)) => {
+                    if session.sent.get(&key) == Some(&(fetch_offset, last_fetched_epoch)) {
+                        continue;
+                    }
+                    session.sent.insert(key, (fetch_offset, last_fetched_epoch));
+                    partitions.push(PartitionFetch {
+                        topic_id: key.0.as_bytes().to_vec(),
+                        partition: key.1,
+                        current_leader_epoch: target.leader_epoch,
+                        fetch_offset,
+                        last_fetched_epoch,
+                    });
+                }
+                None => {
+                    if set.targets.contains_key(&key) {
+                        session.resting.insert(key);
+                    }
+                    if session.sent.remove(&key).is_some() {
+                        removed.push(PartitionId {
+                            topic_id: key.0.as_bytes().to_vec(),
+                            partition: key.1,
+                        });
+                    }
+                }
+            }
         }
-        if partitions.is_empty() {
+        if session.sent.is_empty() {
+            // Nothing to fetch until a resting partition may rejoin.
+            let earliest = session
+                .resting
+                .iter()
+                .map(|k| set.targets.get(k).and_then(|t| t.resume_at).unwrap_or(now + PARTITION_BACKOFF))
+                .min();
+            // The leader's session forgets what we removed only with the next request;
+            // a new stream starts from scratch anyway.
+            session.started = false;
+            session.dirty.extend(session.resting.iter().copied());
             return Err(earliest);
         }
-        // Rotate so every partition gets to be first (and so never starved by the size bound).
-        let n = partitions.len();
-        partitions.rotate_left(rotation % n);
+        let incremental = session.started;
+        session.started = true;
         Ok(ReplicaFetchRequest {
             replica_id: self.settings.node_id,
             max_wait_ms: self.settings.fetch_max_wait.as_millis() as i32,
@@ -335,6 +401,8 @@ impl Fetcher {
                 .fetch_response_max_bytes
                 .min(i32::MAX as usize) as i32,
             partitions,
+            incremental,
+            removed,
         })
     }
 
@@ -342,14 +410,14 @@ impl Fetcher {
         let (requests, outbound) = mpsc::channel::<ReplicaFetchRequest>(1);
         let generation_at_start = self.targets.lock().generation;
         let call = client.fetch(ReceiverStream::new(outbound));
+        let mut session = FetchSession::default();
         // The first request must be on its way before the call can complete.
-        let Some(first) = self.wait_for_request(0).await else {
+        let Some(first) = self.wait_for_request(&mut session).await else {
             return StreamEnd::Replaced;
         };
         if requests.send(first).await.is_err() {
             return StreamEnd::Broken("request stream closed".into());
         }
-        let mut rotation = 1usize;
         let mut responses = match call.await {
             Ok(r) => r.into_inner(),
             Err(status) => return StreamEnd::Broken(status.to_string()),
@@ -365,7 +433,9 @@ impl Fetcher {
                 message = responses.message() => match message {
                     Ok(Some(response)) => {
                         for data in response.partitions {
-                            self.apply(data);
+                            if let Some(key) = self.apply(data) {
+                                session.dirty.insert(key);
+                            }
                         }
                     }
                     Ok(None) => return StreamEnd::Broken("the leader closed the stream".into()),
@@ -373,19 +443,18 @@ impl Fetcher {
                 },
                 _ = &mut changed => return StreamEnd::Replaced,
             }
-            let Some(next) = self.wait_for_request(rotation).await else {
+            let Some(next) = self.wait_for_request(&mut session).await else {
                 return StreamEnd::Replaced;
             };
-            rotation += 1;
             if requests.send(next).await.is_err() {
                 return StreamEnd::Broken("request stream closed".into());
             }
         }
     }
 
-    /// The next request; waits while every partition is resting. `None` when the
-    /// partition set changed meanwhile.
-    async fn wait_for_request(&self, rotation: usize) -> Option<ReplicaFetchRequest> {
+    /// The next request of `session`; waits while every partition rests. `None` when
+    /// the partition set changed meanwhile.
+    async fn wait_for_request(&self, session: &mut FetchSession) -> Option<ReplicaFetchRequest> {
         let generation = self.targets.lock().generation;
         loop {
             let changed = self.changed.notified();
@@ -394,8 +463,8 @@ impl Fetcher {
             if self.targets.lock().generation != generation {
                 return None;
             }
-            self.sync_before_request().await;
-            match self.next_request(rotation) {
+            self.sync_before_request(session).await;
+            match self.next_request(session) {
                 Ok(request) => return Some(request),
                 Err(earliest) => {
                     let until = earliest.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
@@ -408,22 +477,34 @@ impl Fetcher {
         }
     }
 
-    /// The flush policy's part before a request: in the durable mode fsyncs every
-    /// partition (not resting) holding unsynced data, all on one blocking thread, and
-    /// waits; a failure (logged by the partition) makes that partition rest. With
-    /// `flush.messages=N>1`, starts a background sync of partitions with N unsynced
-    /// messages. Costs one atomic load per partition under the default policy.
-    async fn sync_before_request(&self) {
+    /// The flush policy's part before a request, for the partitions the request may
+    /// list (all of them before a session's first request, else the ones that changed
+    /// or may rejoin): in the durable mode fsyncs every one holding unsynced data, all
+    /// on one blocking thread, and waits; a failure (logged by the partition) makes
+    /// that partition rest. With `flush.messages=N>1`, starts a background sync of
+    /// partitions with N unsynced messages. Costs one atomic load per partition under
+    /// the default policy.
+    async fn sync_before_request(&self, session: &FetchSession) {
         let now = Instant::now();
-        let flushing: Vec<(PartitionKey, Arc<Partition>, i64)> = self
-            .targets
-            .lock()
-            .targets
-            .iter()
-            .filter(|(_, t)| t.resume_at.is_none_or(|at| at <= now))
-            .map(|(key, t)| (*key, t.partition.clone(), t.partition.flush_messages()))
-            .filter(|(_, _, policy)| *policy != NO_FLUSH)
-            .collect();
+        let flushing: Vec<(PartitionKey, Arc<Partition>, i64)> = {
+            let set = self.targets.lock();
+            let eligible = |t: &Target| t.resume_at.is_none_or(|at| at <= now);
+            let pick = |(key, t): (&PartitionKey, &Target)| {
+                let policy = t.partition.flush_messages();
+                (policy != NO_FLUSH && eligible(t)).then(|| (*key, t.partition.clone(), policy))
+            };
+            if session.started {
+                session
+                    .dirty
+                    .iter()
+                    .chain(session.resting.iter())
+                    .filter_map(|k| set.targets.get_key_value(k))
+                    .filter_map(pick)
+                    .collect()
+            } else {
+                set.targets.iter().filter_map(pick).collect()
+            }
+        };
         let mut due = Vec::new();
         for (key, partition, policy) in flushing {
             let unsynced = partition.unsynced_messages();
@@ -438,7 +519,12 @@ impl Fetcher {
         }
         let synced = tokio::task::spawn_blocking(move || {
             due.into_iter()
-                .map(|(key, partition)| (key, partition.sync_log().is_ok()))
+                .map(|(key, partition)| {
+                    let ok = partition.sync_log().is_ok();
+                    // The durable end moved: it may lift our high watermark's bound.
+                    partition.refresh_follower_high_watermark();
+                    (key, ok)
+                })
                 .collect::<Vec<_>>()
         })
         .await;
@@ -460,15 +546,17 @@ impl Fetcher {
         }
     }
 
-    /// Applies one partition's answer.
-    fn apply(&self, data: PartitionData) {
-        let Some(topic_id) = crate::leader::topic_id_from_bytes(&data.topic_id) else {
-            return;
-        };
+    /// Applies one partition's answer; returns the partition's key when it is one of
+    /// ours (its position may have changed, or it now rests).
+    fn apply(&self, data: PartitionData) -> Option<PartitionKey> {
+        let topic_id = crate::leader::topic_id_from_bytes(&data.topic_id)?;
         let key = (topic_id, data.partition);
-        let Some(target) = self.targets.lock().targets.get(&key).cloned() else {
-            return;
-        };
+        let target = self.targets.lock().targets.get(&key).cloned()?;
+        self.apply_to(&target, key, data);
+        Some(key)
+    }
+
+    fn apply_to(&self, target: &Target, key: PartitionKey, data: PartitionData) {
         let partition = &target.partition;
         let span =
             tracing::debug_span!("replica", topic = %partition.topic, partition = partition.index);
@@ -509,9 +597,10 @@ impl Fetcher {
         }
         if !data.records.is_empty() {
             if let Err(e) = partition.append_as_follower(data.records, self.leader, target.leader_epoch) {
-                // A late answer for an offset we no longer have (after a truncation) is
-                // simply dropped; the next request asks again from the right place.
+                // Stale metadata on one side, or batches that do not follow our log end:
+                // rest, then rejoin the session from our actual position.
                 debug!(code = e.code(), error = ?e.message, "could not append replicated batches");
+                self.rest(key);
                 return;
             }
         }

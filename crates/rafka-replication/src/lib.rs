@@ -1,12 +1,12 @@
 //! Partition replication: Kafka's leader/follower model carried over gRPC.
 //!
 //! - [`leader`]: the `ReplicationService` a partition leader serves. Each follower
-//!   keeps one bidirectional `Fetch` stream to each broker it follows, carrying every
-//!   partition it replicates from that broker; the leader answers each request with
-//!   raw batches, its high watermark and log start offset, or a diverging epoch when
-//!   the follower's log differs from its own (KIP-320). Serving a fetch records the
-//!   follower's progress, which advances the high watermark and may propose an ISR
-//!   expansion.
+//!   keeps one bidirectional `Fetch` stream to each broker it follows, a fetch session
+//!   over every partition it replicates from that broker in which only changes travel;
+//!   the leader answers with raw batches, high watermark and log start offset moves,
+//!   or a diverging epoch when the follower's log differs from its own (KIP-320).
+//!   Serving a fetch records the follower's progress, which advances the high
+//!   watermark and may propose an ISR expansion.
 //! - [`follower`]: the fetchers. One task per leader broker, reconciled with the
 //!   metadata image; it appends what it receives unchanged, truncates on divergence,
 //!   and follows the leader's high watermark and log start.
@@ -45,6 +45,14 @@ pub struct ReplicationSettings {
     pub fetch_response_max_bytes: usize,
     /// `replica.lag.time.max.ms`: a follower not caught up this long leaves the ISR.
     pub replica_lag_time_max: Duration,
+}
+
+impl ReplicationSettings {
+    /// How often a leader's session checks and records a follower's unchanged
+    /// partitions: often enough that a caught-up follower never looks lagging.
+    pub fn follower_refresh(&self) -> Duration {
+        (self.replica_lag_time_max / 5).min(Duration::from_millis(100))
+    }
 }
 
 /// Reports brokers that look dead to the active controller, one report per broker at

@@ -279,6 +279,7 @@ impl Node {
                     metadata.clone(),
                     isr_changes.clone(),
                     suspects.clone(),
+                    replication_settings.follower_refresh(),
                     stop_rx.clone(),
                 )));
             let mut stop = stop_rx.clone();
