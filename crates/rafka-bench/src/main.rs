@@ -28,7 +28,7 @@ enum Scenario {
     Produce,
     /// Consume a loaded topic from the beginning.
     Consume,
-    /// End-to-end latency at fixed rates (HdrHistogram): 50 and 5 MB/s, or 5 MB/s with --quick.
+    /// End-to-end latency at fixed rates (HdrHistogram): 50 and 5 MB/s with linger.ms=1, 5 MB/s with linger.ms=0; 5 MB/s with --quick.
     Latency,
     /// kill -9 of a partition leader, then of the active controller, under a steady producer.
     Failover,
