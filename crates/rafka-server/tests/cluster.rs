@@ -85,11 +85,14 @@ async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, timeout: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_agree_forward_creates_and_survive_the_controller() {
     let mut cluster = Cluster::start().await;
-    // Every node sees all three brokers and the same controller.
+    // Every node sees all three brokers (each start waits only for its own
+    // registration, so the others' may reach its image a little later) and a controller.
     for id in 1..=3 {
-        let m = cluster.metadata(id).await;
-        assert_eq!(m.brokers.len(), 3, "node {id} sees every broker");
-        assert!(m.controller_id.0 >= 1);
+        wait_until(&format!("node {id} sees every broker"), Duration::from_secs(10), || async {
+            cluster.metadata(id).await.brokers.len() == 3
+        })
+        .await;
+        assert!(cluster.metadata(id).await.controller_id.0 >= 1);
     }
     let controller = cluster.metadata(1).await.controller_id.0 as usize;
     let other = (1..=3).find(|id| *id != controller).unwrap();
@@ -181,8 +184,12 @@ async fn a_broker_only_node_joins_as_a_learner_and_holds_the_metadata() {
         .collect();
     let cluster = Cluster { nodes: nodes.into_iter().map(Some).collect(), kafka_ports: kafka, _dir: dir };
 
-    let m = cluster.metadata(4).await;
-    assert_eq!(m.brokers.len(), 4, "the broker-only node is registered");
+    // Each node's start waits for its own registration in its own image; the others'
+    // registrations reach node 4's image when they are committed, maybe a little later.
+    wait_until("node 4 sees all four brokers, itself included", Duration::from_secs(10), || async {
+        cluster.metadata(4).await.brokers.len() == 4
+    })
+    .await;
     let mut client = cluster.client(4).await;
     let create = RequestKind::CreateTopics(CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![
         CreatableTopic::default()
