@@ -264,24 +264,26 @@ impl Session {
         self.candidates.insert(key);
     }
 
-    /// What a candidate partition has for the follower.
+    /// What a candidate partition has for the follower, with where its log stood
+    /// when it was looked at.
     fn news(&self, key: &PartitionKey) -> News {
         let Some(entry) = self.partitions.get(key) else {
             return News::Nothing;
         };
         if entry.pending.is_some() {
-            return News::Answer;
+            return News::Answer(None);
         }
         let Some(partition) = &entry.partition else {
             return News::Nothing;
         };
-        let Ok((log_start, log_end)) = partition.log().map(|l| (l.log_start_offset(), l.log_end_offset())) else {
-            return News::Answer;
+        let Ok(seen) = LogPosition::of(partition) else {
+            // The log is gone: the answer carries the error.
+            return News::Answer(None);
         };
-        if entry.fetch.fetch_offset < log_end {
-            News::Answer
-        } else if partition.high_watermark() != entry.sent_high_watermark || log_start != entry.sent_log_start {
-            News::Piggyback
+        if entry.fetch.fetch_offset < seen.log_end {
+            News::Answer(Some(seen))
+        } else if seen.high_watermark != entry.sent_high_watermark || seen.log_start != entry.sent_log_start {
+            News::Piggyback(seen)
         } else {
             News::Nothing
         }
@@ -295,22 +297,32 @@ impl Session {
     /// round trips under load, for a value the follower needs only once it leads.
     fn answer(&mut self, max_bytes: i32, must_answer: bool) -> Option<ReplicaFetchResponse> {
         self.candidates.extend(self.inbox.changed.lock().drain());
-        let mut keys = Vec::new();
+        // Each key once, with the position `news` just read (none for the moves
+        // carried over from earlier calls, which are read again below).
+        let mut looked_at: HashMap<PartitionKey, Option<LogPosition>> = HashMap::new();
+        let mut must_send = false;
         for key in std::mem::take(&mut self.candidates) {
             match self.news(&key) {
-                News::Answer => keys.push(key),
-                News::Piggyback => {
-                    self.piggyback.insert(key);
+                News::Answer(seen) => {
+                    must_send = true;
+                    looked_at.insert(key, seen);
+                }
+                News::Piggyback(seen) => {
+                    looked_at.insert(key, Some(seen));
                 }
                 News::Nothing => {}
             }
         }
-        if keys.is_empty() && !must_answer {
+        if !must_send && !must_answer {
+            // Only moves: remember them for the next answer.
+            self.piggyback.extend(looked_at.into_keys());
             return None;
         }
-        keys.extend(self.piggyback.drain());
-        keys.sort_unstable();
-        keys.dedup();
+        for key in self.piggyback.drain() {
+            looked_at.entry(key).or_insert(None);
+        }
+        let mut keys: Vec<(PartitionKey, Option<LogPosition>)> = looked_at.into_iter().collect();
+        keys.sort_unstable_by_key(|(key, _)| *key);
         if !keys.is_empty() {
             let n = keys.len();
             keys.rotate_left(self.rotation % n);
@@ -319,7 +331,7 @@ impl Session {
         let mut budget = max_bytes.max(1) as usize;
         let mut first_data = true;
         let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
+        for (key, seen) in keys {
             let Some(entry) = self.partitions.get_mut(&key) else {
                 continue;
             };
@@ -330,20 +342,19 @@ impl Session {
             let Some(partition) = entry.partition.clone() else {
                 continue;
             };
-            let (log_start, log_end) = match partition.log() {
-                Ok(log) => (log.log_start_offset(), log.log_end_offset()),
+            let seen = match seen.map_or_else(|| LogPosition::of(&partition), Ok) {
+                Ok(seen) => seen,
                 Err(e) => {
                     entry.partition = None;
                     out.push(error_data(&entry.fetch, &e));
                     continue;
                 }
             };
-            let high_watermark = partition.high_watermark();
             let fetch = &entry.fetch;
-            let has_data = fetch.fetch_offset < log_end;
+            let has_data = fetch.fetch_offset < seen.log_end;
             if !has_data
-                && high_watermark == entry.sent_high_watermark
-                && log_start == entry.sent_log_start
+                && seen.high_watermark == entry.sent_high_watermark
+                && seen.log_start == entry.sent_log_start
             {
                 continue;
             }
@@ -351,8 +362,8 @@ impl Session {
                 topic_id: fetch.topic_id.clone(),
                 partition: fetch.partition,
                 error_code: 0,
-                high_watermark,
-                log_start_offset: log_start,
+                high_watermark: seen.high_watermark,
+                log_start_offset: seen.log_start,
                 diverging_epoch: None,
                 records: Bytes::new(),
             };
@@ -379,18 +390,34 @@ impl Session {
                     }
                 }
             }
-            entry.sent_high_watermark = high_watermark;
-            entry.sent_log_start = log_start;
+            entry.sent_high_watermark = seen.high_watermark;
+            entry.sent_log_start = seen.log_start;
             out.push(data);
         }
         Some(ReplicaFetchResponse { partitions: out })
     }
 }
 
-/// Whether a partition makes an answer, rides along with one, or has nothing.
+/// A partition's log start, log end and high watermark, read together.
+#[derive(Debug, Clone, Copy)]
+struct LogPosition {
+    log_start: i64,
+    log_end: i64,
+    high_watermark: i64,
+}
+
+impl LogPosition {
+    fn of(partition: &Partition) -> Result<LogPosition, KafkaError> {
+        let (log_start, log_end) = partition.log().map(|l| (l.log_start_offset(), l.log_end_offset()))?;
+        Ok(LogPosition { log_start, log_end, high_watermark: partition.high_watermark() })
+    }
+}
+
+/// Whether a partition makes an answer, rides along with one, or has nothing; with
+/// the position that was read to decide (none for an error or divergence to send).
 enum News {
-    Answer,
-    Piggyback,
+    Answer(Option<LogPosition>),
+    Piggyback(LogPosition),
     Nothing,
 }
 
