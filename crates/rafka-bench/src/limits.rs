@@ -2,7 +2,10 @@
 //! that each result can be read as a ratio to what the hardware allowed at the time:
 //! sequential writes to the data directory's filesystem (page cache only, and with
 //! an fdatasync after every chunk), the latency of one small append + fdatasync,
-//! loopback TCP throughput, and memcpy bandwidth.
+//! loopback TCP throughput, memcpy bandwidth, and rewriting page-cache pages that are
+//! already there. A growing log always writes new pages; the gap between the first
+//! write and the rewrite is what a new page costs (on a VM whose hypervisor takes the
+//! guest's free pages back, a fault on the host too).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -20,6 +23,7 @@ pub struct LimitSizes {
     pub fdatasync_samples: usize,
     pub loopback_bytes: usize,
     pub memcpy_bytes: usize,
+    pub rewrite_bytes: usize,
 }
 
 impl LimitSizes {
@@ -31,6 +35,7 @@ impl LimitSizes {
                 fdatasync_samples: 50,
                 loopback_bytes: 256 << 20,
                 memcpy_bytes: 1 << 30,
+                rewrite_bytes: 64 << 20,
             }
         } else {
             LimitSizes {
@@ -39,6 +44,7 @@ impl LimitSizes {
                 fdatasync_samples: 500,
                 loopback_bytes: 4 << 30,
                 memcpy_bytes: 16 << 30,
+                rewrite_bytes: 256 << 20,
             }
         }
     }
@@ -58,6 +64,9 @@ pub struct MachineLimits {
     pub loopback_mb_s: f64,
     /// `copy_from_slice` of 64 MiB buffers, MB/s.
     pub memcpy_mb_s: f64,
+    /// Sequential 1 MiB writes over page-cache pages of the same file already
+    /// written (no new pages), MB/s.
+    pub rewrite_mb_s: f64,
 }
 
 const MB: f64 = 1_000_000.0;
@@ -70,6 +79,7 @@ pub fn measure(data_dir: &Path, sizes: LimitSizes) -> anyhow::Result<MachineLimi
     let (fdatasync_p50_us, fdatasync_p99_us) = fdatasync_latency(data_dir, sizes.fdatasync_samples)?;
     let loopback_mb_s = loopback_tcp(sizes.loopback_bytes)?;
     let memcpy_mb_s = memcpy(sizes.memcpy_bytes);
+    let rewrite_mb_s = page_cache_rewrite(data_dir, sizes.rewrite_bytes)?;
     Ok(MachineLimits {
         seq_write_mb_s,
         synced_write_mb_s,
@@ -77,6 +87,7 @@ pub fn measure(data_dir: &Path, sizes: LimitSizes) -> anyhow::Result<MachineLimi
         fdatasync_p99_us,
         loopback_mb_s,
         memcpy_mb_s,
+        rewrite_mb_s,
     })
 }
 
@@ -182,6 +193,29 @@ fn memcpy(total: usize) -> f64 {
     (rounds * BUF) as f64 / MB / secs
 }
 
+/// Writes `total` bytes into a new file, then times writing them again from the
+/// start: the same pages, already in the page cache.
+fn page_cache_rewrite(dir: &Path, total: usize) -> anyhow::Result<f64> {
+    use std::io::{Seek, SeekFrom};
+    let (mut file, path) = scratch_file(dir, ".rafka-bench-rewrite")?;
+    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i * 17 % 253) as u8).collect();
+    let chunks = total.div_ceil(CHUNK).max(1);
+    let write_all = |file: &mut File| -> anyhow::Result<()> {
+        for _ in 0..chunks {
+            file.write_all(&chunk).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    };
+    write_all(&mut file)?;
+    file.seek(SeekFrom::Start(0))?;
+    let start = Instant::now();
+    write_all(&mut file)?;
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok((chunks * CHUNK) as f64 / MB / secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +239,7 @@ mod tests {
             fdatasync_samples: 5,
             loopback_bytes: 8 << 20,
             memcpy_bytes: 64 << 20,
+            rewrite_bytes: 4 << 20,
         };
         let limits = measure(&dir, sizes).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -214,6 +249,7 @@ mod tests {
             limits.fdatasync_p50_us,
             limits.loopback_mb_s,
             limits.memcpy_mb_s,
+            limits.rewrite_mb_s,
         ] {
             assert!(value.is_finite() && value > 0.0, "{limits:?}");
         }

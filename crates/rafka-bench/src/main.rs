@@ -28,7 +28,7 @@ enum Scenario {
     Produce,
     /// Consume a loaded topic from the beginning.
     Consume,
-    /// End-to-end latency at fixed rates (HdrHistogram): 50 and 5 MB/s with linger.ms=1, 5 MB/s with linger.ms=0; 5 MB/s with --quick.
+    /// End-to-end latency at fixed rates (HdrHistogram), RF=3: 50 MB/s, the same with the client at nice 19 (a diagnosis), 50 MB/s at RF=1 (the floor: no replication), 30 MB/s and 5 MB/s with linger.ms=1, 5 MB/s with linger.ms=0; 5 MB/s, plain and with the client at nice 19, with --quick.
     Latency,
     /// kill -9 of a partition leader, then of the active controller, under a steady producer.
     Failover,
@@ -44,7 +44,7 @@ enum Scenario {
     about = "Benchmark a real 3-node Rafka cluster with librdkafka and compare with this machine's limits",
     long_about = "Benchmark a real 3-node Rafka cluster on loopback with librdkafka (the rdkafka crate), \
                   and measure in the same run this machine's limits (sequential writes with and without \
-                  fdatasync on the data directory's filesystem, fdatasync latency, loopback TCP, memcpy), \
+                  fdatasync on the data directory's filesystem, fdatasync latency, loopback TCP, memcpy, rewriting page-cache pages), \
                   so that every figure can be read as a ratio. Prints one table; --markdown also writes it \
                   as Markdown. Build the broker first: cargo build --release -p rafka"
 )]
