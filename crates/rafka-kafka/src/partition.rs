@@ -393,9 +393,16 @@ impl Partition {
     /// Applies what the metadata image says now. Becoming leader (or a new leader
     /// epoch) starts the follower bookkeeping afresh: in-sync followers count as caught
     /// up from now, and every follower's LEO is unknown until it fetches.
+    ///
+    /// The new epoch is recorded under the state lock: `append_as_follower` holds that
+    /// lock (shared) across its append, so no answer from the previous leader can land
+    /// between the epoch's start offset being taken and this broker leading.
     pub fn set_state(&self, state: ReplicaState) -> Result<(), StorageError> {
-        self.record_leader_epoch(&state)?;
-        let previous = std::mem::replace(&mut *self.state.write(), state.clone());
+        let previous = {
+            let mut current = self.state.write();
+            self.record_leader_epoch(&state)?;
+            std::mem::replace(&mut *current, state.clone())
+        };
         {
             let mut book = self.leader_book.lock();
             let new_term = previous.leader != state.leader || previous.leader_epoch != state.leader_epoch;
@@ -552,17 +559,18 @@ impl Partition {
         acks: i16,
         now_ms: i64,
     ) -> Result<AppendInfo, KafkaError> {
-        let (leader_epoch, enough_isr) = {
-            let state = self.state.read();
-            if state.leader != self.node_id {
-                return Err(ResponseError::NotLeaderOrFollower.into());
-            }
-            (state.leader_epoch, state.isr.len() >= state.min_insync_replicas)
-        };
-        if acks == -1 && !enough_isr {
+        // The state lock is held (shared) across the append, as in `append_as_follower`:
+        // a new leader epoch recorded by `set_state` then starts after this batch, never
+        // under it.
+        let state = self.state.read();
+        if state.leader != self.node_id {
+            return Err(ResponseError::NotLeaderOrFollower.into());
+        }
+        if acks == -1 && state.isr.len() < state.min_insync_replicas {
             return Err(ResponseError::NotEnoughReplicas.into());
         }
-        let info = self.log()?.append(records, leader_epoch, now_ms)?;
+        let info = self.log()?.append(records, state.leader_epoch, now_ms)?;
+        drop(state);
         if !self.maybe_advance_high_watermark() {
             self.notify_listeners();
         }

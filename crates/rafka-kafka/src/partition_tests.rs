@@ -347,3 +347,42 @@ fn durable_follower_high_watermark_stays_within_its_durable_end() {
     assert_eq!(p.sync_log().unwrap(), 4);
     assert_eq!(p.high_watermark(), 4, "follows the leader's HW up to the durable end");
 }
+
+/// Becoming leader and a late answer from the previous leader race: the new epoch must
+/// start after every batch the old leader's answer appended, never under one (or the
+/// epoch history would claim the old epoch ended before batches that carry it, and every
+/// follower would truncate and re-fetch them forever).
+#[test]
+fn a_new_leader_epoch_starts_after_every_batch_appended_as_follower() {
+    let leader = tempfile::tempdir().unwrap();
+    let l = Partition::open(leader.path().join("t-0"), "t", Uuid::new_v4(), 0, 2, LogConfig::default(), state(2, 1, &[2], 1)).unwrap();
+    for _ in 0..400 {
+        l.append_as_leader(BytesMut::from(&simple_batch(1, 1_000)[..]), 1, 1_000).unwrap();
+    }
+    let log = l.log().unwrap();
+    let batches: Vec<bytes::Bytes> = (0..400).map(|o| log.read(o, 1, i64::MAX, true).unwrap().records).collect();
+    drop(log);
+    for round in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(open(&dir, state(2, 1, &[1, 2], 1)));
+        let follower = {
+            let (p, batches) = (p.clone(), batches.clone());
+            std::thread::spawn(move || {
+                for b in batches {
+                    if p.append_as_follower(b, 2, 1).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_micros(200 + 37 * round));
+        p.set_state(state(ME, 2, &[1, 2], 1)).unwrap();
+        follower.join().unwrap();
+        let log = p.log().unwrap();
+        assert_eq!(
+            log.end_offset_for_epoch(1),
+            (1, log.log_end_offset()),
+            "round {round}: epoch 2 must start at the log end, after every epoch-1 batch"
+        );
+    }
+}
