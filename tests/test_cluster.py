@@ -88,15 +88,21 @@ def topic_view(meta: kw.ClusterMeta, name: str):
 
 def wait_same_topic_everywhere(c: Cluster, name: str, ids=IDS, timeout: float = 15.0):
     """Wait until every node in `ids` lists `name` and all describe it identically."""
+    seen = {}  # the last view of each node, for the failure message
+
     def agreed():
         views = {}
         for i in sorted(ids):
             meta = c.metadata(i)
             if name not in meta.topics:
+                seen[i] = "does not list it"
                 return False
-            views[i] = topic_view(meta, name)
+            views[i] = seen[i] = topic_view(meta, name)
         return views if len({repr(v) for v in views.values()}) == 1 else False
-    return wait_until(agreed, timeout, interval=0.05, message=f"every node {sorted(ids)} to describe {name} identically")
+    try:
+        return wait_until(agreed, timeout, interval=0.05, message=f"every node {sorted(ids)} to describe {name} identically")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last views (leader, epoch, replicas, isr): {seen}") from None
 
 
 def stderr_rafka_lines(stderr: bytes) -> list[str]:
