@@ -59,9 +59,13 @@ struct Args {
     /// The rafka binary to run (default: the `rafka` beside this program, e.g. target/release/rafka).
     #[arg(long, value_name = "PATH")]
     rafka_bin: Option<PathBuf>,
-    /// Scratch directory for the brokers' data and the disk probes; wiped at start, removed after a successful run.
+    /// Scratch directory for the brokers' data and the disk probes; wiped at start, removed after a successful run
+    /// (unless --keep-data).
     #[arg(long, value_name = "DIR", default_value = "rafka-bench-data")]
     data_dir: PathBuf,
+    /// Keep the data directory, with each broker's log (cluster/nodeN/rafka.log), after a successful run too.
+    #[arg(long)]
+    keep_data: bool,
     /// First port to try: node i listens on P+i-1 (Kafka) and P+100+i-1 (gRPC).
     #[arg(long, value_name = "P", default_value_t = 24092)]
     base_port: u16,
@@ -169,7 +173,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         std::fs::write(path, report::markdown_table(&bench.rows)).with_context(|| format!("cannot write {}", path.display()))?;
     }
     outcome?;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    if !args.keep_data {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
     Ok(())
 }
 
