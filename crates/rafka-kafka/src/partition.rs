@@ -746,12 +746,34 @@ impl Partition {
     }
 
     /// Truncates a follower's log to `offset` (divergence or out of range), keeping the
-    /// HW within the log.
-    pub fn truncate_to(&self, offset: i64) -> Result<(), KafkaError> {
+    /// HW within the log. Only while this broker still follows `leader` in
+    /// `leader_epoch`, checked under the state lock as for `append_as_follower`: a late
+    /// answer from a deposed leader must never cut the log of the broker that took over.
+    pub fn truncate_as_follower(&self, offset: i64, leader: i32, leader_epoch: i32) -> Result<(), KafkaError> {
+        self.as_follower_of(leader, leader_epoch, |log| log.truncate_to(offset))
+    }
+
+    /// Empties a follower's log and restarts it at `start` (the leader's log start moved
+    /// past our end); the same leadership check as `truncate_as_follower`.
+    pub fn restart_as_follower_at(&self, start: i64, leader: i32, leader_epoch: i32) -> Result<(), KafkaError> {
+        self.as_follower_of(leader, leader_epoch, |log| log.truncate_fully_and_start_at(start))
+    }
+
+    fn as_follower_of(
+        &self,
+        leader: i32,
+        leader_epoch: i32,
+        cut: impl FnOnce(&PartitionLog) -> Result<(), StorageError>,
+    ) -> Result<(), KafkaError> {
+        let state = self.state.read();
+        if state.leader != leader || state.leader_epoch != leader_epoch || leader == self.node_id {
+            return Err(ResponseError::FencedLeaderEpoch.into());
+        }
         let log = self.log()?;
-        log.truncate_to(offset)?;
+        cut(&log)?;
         let leo = log.log_end_offset();
         drop(log);
+        drop(state);
         self.high_watermark.send_if_modified(|hw| {
             if *hw > leo {
                 *hw = leo;

@@ -153,8 +153,16 @@ fn a_follower_follows_the_leaders_high_watermark_within_its_own_log() {
     assert_eq!(p.high_watermark(), 2);
     p.update_follower_high_watermark(10);
     assert_eq!(p.high_watermark(), 4, "bounded by our own log end");
-    p.truncate_to(1).unwrap();
+    assert!(p.truncate_as_follower(1, 3, 1).is_err(), "not our leader");
+    assert_eq!(p.log().unwrap().log_end_offset(), 4);
+    p.truncate_as_follower(1, 2, 1).unwrap();
     assert!(p.high_watermark() <= p.log().unwrap().log_end_offset());
+    // Once this broker leads, a late divergence answer from the old leader cuts nothing.
+    p.set_state(state(ME, 2, &[1, 2], 1)).unwrap();
+    let end = append(&p, 3);
+    assert!(p.truncate_as_follower(0, 2, 1).is_err(), "we lead now");
+    assert!(p.restart_as_follower_at(100, 2, 1).is_err());
+    assert_eq!(p.log().unwrap().log_end_offset(), end);
 }
 
 #[test]

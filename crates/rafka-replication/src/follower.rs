@@ -564,7 +564,7 @@ impl Fetcher {
         if data.error_code != 0 {
             let code = i16::try_from(data.error_code).unwrap_or(-1);
             if code == ResponseError::OffsetOutOfRange.code() {
-                self.handle_out_of_range(partition, &data);
+                self.handle_out_of_range(partition, target.leader_epoch, &data);
             } else {
                 debug!(code, "leader refused the fetch; waiting for metadata");
             }
@@ -589,7 +589,7 @@ impl Fetcher {
                 truncate_to = target_offset,
                 "log diverges from the leader's; truncating"
             );
-            if let Err(e) = partition.truncate_to(target_offset.max(0)) {
+            if let Err(e) = partition.truncate_as_follower(target_offset.max(0), self.leader, target.leader_epoch) {
                 warn!(error = %e.message.unwrap_or_default(), "truncation failed");
                 self.rest(key);
             }
@@ -618,7 +618,7 @@ impl Fetcher {
 
     /// Our fetch offset is outside the leader's log: below its start (retention moved
     /// on) restart our log there; above its end truncate to its high watermark.
-    fn handle_out_of_range(&self, partition: &Partition, data: &PartitionData) {
+    fn handle_out_of_range(&self, partition: &Partition, leader_epoch: i32, data: &PartitionData) {
         let Ok(ours) = partition.log().map(|log| log.log_end_offset()) else {
             return;
         };
@@ -628,9 +628,7 @@ impl Fetcher {
                 leader_start = data.log_start_offset,
                 "behind the leader's log start; restarting the log there"
             );
-            let restarted = partition
-                .log()
-                .and_then(|log| log.truncate_fully_and_start_at(data.log_start_offset).map_err(Into::into));
+            let restarted = partition.restart_as_follower_at(data.log_start_offset, self.leader, leader_epoch);
             if let Err(e) = restarted {
                 warn!(error = ?e.message, "cannot restart the log at the leader's log start");
             }
@@ -640,7 +638,7 @@ impl Fetcher {
                 leader_high_watermark = data.high_watermark,
                 "ahead of the leader's log; truncating to its high watermark"
             );
-            if let Err(e) = partition.truncate_to(data.high_watermark) {
+            if let Err(e) = partition.truncate_as_follower(data.high_watermark, self.leader, leader_epoch) {
                 warn!(error = ?e.message, "truncation failed");
             }
         }
