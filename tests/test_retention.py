@@ -113,3 +113,34 @@ def test_retention_bytes_trims_oldest_segments_to_the_limit(fast_retention_broke
     assert remaining <= 2 * SEGMENT_BYTES + RECORD * 4, f"{remaining} bytes left with retention.bytes=1 MiB"
     got = read_from_start(broker, topic)
     assert [m.offset() for m in got] == list(range(low, COUNT))
+
+
+def allocated(path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def test_preallocate_reserves_blocks_ahead_of_the_active_segment_and_gives_them_back(broker):
+    """preallocate=true reserves blocks past the active segment's data without changing its
+    size (up to segment.bytes here); rolled segments, and the active one after a clean
+    stop, hold only their data. A topic without it never holds more than its data."""
+    topic, plain = unique_topic("prealloc"), unique_topic("no-prealloc")
+    create_topic(broker, topic, config={"segment.bytes": str(SEGMENT_BYTES), "preallocate": "true"})
+    create_topic(broker, plain, config={"segment.bytes": str(SEGMENT_BYTES)})
+    fill(broker, topic)
+    fill(broker, plain)
+
+    segments = sorted((broker.data_dir / f"{topic}-0").glob("*.log"))
+    assert len(segments) >= 3
+    page = 4096
+    for s in segments[:-1]:
+        assert allocated(s) <= s.stat().st_size + page, (s.name, s.stat().st_size, allocated(s))
+    active = segments[-1]
+    assert active.stat().st_size < SEGMENT_BYTES // 2
+    assert allocated(active) >= SEGMENT_BYTES, (active.stat().st_size, allocated(active))
+    for s in (broker.data_dir / f"{plain}-0").glob("*.log"):
+        assert allocated(s) <= s.stat().st_size + page, (s.name, s.stat().st_size, allocated(s))
+
+    broker.restart()
+    assert allocated(active) <= active.stat().st_size + page, (active.stat().st_size, allocated(active))
+    got = read_from_start(broker, topic)
+    assert [m.offset() for m in got] == list(range(COUNT))

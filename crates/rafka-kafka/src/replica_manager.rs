@@ -132,6 +132,7 @@ pub fn log_config_for(defaults: &TopicDefaults, overrides: &BTreeMap<String, Str
         // Validated when written; an unreadable value falls back to never.
         flush_messages: Some(num("flush.messages")).filter(|v| *v >= 1).unwrap_or(NO_FLUSH),
         flush_ms: optional("flush.ms").unwrap_or(NO_FLUSH),
+        preallocate: get("preallocate") == "true",
         ..LogConfig::default()
     }
 }

@@ -229,6 +229,14 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         validate: validate_min_isr,
     },
     TopicConfigDef {
+        name: "preallocate",
+        broker_synonym: "log.preallocate",
+        config_type: ConfigType::Boolean,
+        kafka_default: "false",
+        documentation: "Reserve disk blocks 8 MiB ahead of the active segment's end (without changing the file size), so that the filesystem does not allocate blocks while appends write the same file; the reservation beyond the data is released when the segment rolls or the broker stops.",
+        validate: validate_boolean,
+    },
+    TopicConfigDef {
         name: "retention.bytes",
         broker_synonym: "log.retention.bytes",
         config_type: ConfigType::Long,

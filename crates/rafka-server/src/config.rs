@@ -125,6 +125,7 @@ const KNOWN_KEYS: &[KeyDef] = &[
     key("log.flush.interval.messages", Some("9223372036854775807")),
     // Kafka's default is null: "use log.flush.scheduler.interval.ms", which is never.
     key("log.flush.interval.ms", None),
+    key("log.preallocate", Some("false")),
     key("log.cleanup.policy", Some("delete")),
     key("log.cleaner.enable", Some("true")),
     key("log.cleaner.backoff.ms", Some("15000")),
@@ -683,6 +684,7 @@ impl BrokerConfig {
             ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
             ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
             ("flush.messages", "log.flush.interval.messages"),
+            ("preallocate", "log.preallocate"),
         ] {
             topic_default(topic_key, broker_key, r.string(broker_key))?;
         }

@@ -578,14 +578,14 @@ impl PartitionLog {
                 }
             }
             if pending.len() >= WRITE_CHUNK {
-                out.append(&pending, interval, now_ms)?;
+                out.append(&pending, interval, now_ms, None)?;
                 pending.clear();
             }
             Ok(())
         })
         .and_then(|()| {
             if !pending.is_empty() {
-                out.append(&pending, interval, now_ms)?;
+                out.append(&pending, interval, now_ms, None)?;
             }
             Ok(())
         });

@@ -58,7 +58,15 @@ pub struct LogConfig {
     /// Sync once the oldest unsynced append is this old (`flush.ms`, at least 0;
     /// [`NO_FLUSH`] = never). Acted on by the broker, as `flush_messages`.
     pub flush_ms: i64,
+    /// Reserve disk blocks ahead of the active segment's end (`preallocate`), in
+    /// [`PREALLOCATE_STEP`] steps and without changing the file size, so that
+    /// write-back does not allocate blocks while appends write the same file. The
+    /// reservation beyond the data is released when the segment rolls or the log closes.
+    pub preallocate: bool,
 }
+
+/// How far ahead of the active segment's end `preallocate` reserves blocks.
+pub const PREALLOCATE_STEP: u64 = 8 << 20;
 
 impl Eq for LogConfig {}
 
@@ -94,6 +102,7 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX,
             flush_messages: NO_FLUSH,
             flush_ms: NO_FLUSH,
+            preallocate: false,
         }
     }
 }

@@ -273,6 +273,11 @@ impl Inner {
             .saturating_sub(1)
     }
 
+    /// The segment size cap to preallocate the active segment up to, if `preallocate`.
+    fn preallocate_up_to(&self) -> Option<u64> {
+        self.config.preallocate.then_some(self.config.segment_bytes)
+    }
+
     /// Seals the active segment and starts a new one at the log end offset.
     /// A no-op when the active segment is empty.
     fn roll(&mut self, dir: &Path) -> Result<(), StorageError> {
@@ -282,6 +287,7 @@ impl Inner {
             return Ok(());
         }
         active.seal()?;
+        active.release_preallocation();
         let new = Segment::create(dir, leo)?;
         tracing::debug!(dir = %dir.display(), base_offset = leo, "rolled new segment");
         self.segments.push(new);
@@ -731,7 +737,8 @@ impl PartitionLog {
             inner.roll(&self.dir)?;
         }
         let interval = inner.config.index_interval_bytes;
-        inner.active_mut().append(&records, interval, now_ms)?;
+        let preallocate = inner.preallocate_up_to();
+        inner.active_mut().append(&records, interval, now_ms, preallocate)?;
         inner.note_unsynced_append();
         if !pending.is_empty() {
             inner.producers.commit(pending);
@@ -793,7 +800,8 @@ impl PartitionLog {
             inner.roll(&self.dir)?;
         }
         let interval = inner.config.index_interval_bytes;
-        inner.active_mut().append(&records, interval, now_ms)?;
+        let preallocate = inner.preallocate_up_to();
+        inner.active_mut().append(&records, interval, now_ms, preallocate)?;
         inner.note_unsynced_append();
         for header in &tracked {
             inner.producers.apply(header);
@@ -1302,6 +1310,7 @@ impl PartitionLog {
                 return Ok(());
             }
             inner.closed = true;
+            inner.active_mut().release_preallocation();
         }
         self.flush_locked()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);

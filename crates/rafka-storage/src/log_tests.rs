@@ -9,6 +9,7 @@ use crate::batch::test_support::{
     all_records, build_batch, opaque_compressed_batch, records_of, simple_batch, OwnedRecord,
 };
 use crate::batch::{batches, verify_crc, BatchHeader};
+use crate::config::PREALLOCATE_STEP;
 
 /// A plausible wall-clock time for test timestamps.
 const T0: i64 = 1_700_000_000_000;
@@ -1636,4 +1637,46 @@ fn flush_settings_are_validated() {
             Err(StorageError::InvalidArgument(_))
         ));
     }
+}
+
+/// Bytes of disk the file holds (allocated blocks), as opposed to its size.
+fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn preallocate_reserves_blocks_ahead_without_changing_the_size_and_releases_them_on_roll_and_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { preallocate: true, ..test_config() };
+    let log = open_with(dir.path(), config);
+    log.append(simple_batch(10, T0), 0, T0).unwrap();
+    let first = segment_path(dir.path(), 0, "log");
+    let size = file_len(&first);
+    assert!(size > 0 && size < 4096);
+    assert!(
+        allocated_bytes(&first) >= PREALLOCATE_STEP,
+        "{} bytes allocated for {size} bytes of data",
+        allocated_bytes(&first)
+    );
+
+    log.roll().unwrap();
+    assert_eq!(file_len(&first), size, "releasing keeps the data");
+    assert!(allocated_bytes(&first) <= 4096, "{} bytes still allocated after the roll", allocated_bytes(&first));
+    log.append(simple_batch(3, T0), 0, T0).unwrap();
+    let second = segment_path(dir.path(), 10, "log");
+    assert!(allocated_bytes(&second) >= PREALLOCATE_STEP);
+
+    log.close().unwrap();
+    assert!(allocated_bytes(&second) <= 4096, "{} bytes still allocated after close", allocated_bytes(&second));
+    let reopened = open_with(dir.path(), LogConfig { preallocate: true, ..test_config() });
+    assert_eq!(offsets(&read_everything(&reopened)), (0..13).collect::<Vec<_>>());
+}
+
+#[test]
+fn without_preallocate_a_segment_holds_only_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(simple_batch(10, T0), 0, T0).unwrap();
+    assert!(allocated_bytes(&segment_path(dir.path(), 0, "log")) <= 4096);
 }

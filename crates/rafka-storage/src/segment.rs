@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{batches, verify_crc, BatchHeader, NO_TIMESTAMP};
-use crate::config::LogConfig;
+use crate::config::{LogConfig, PREALLOCATE_STEP};
 use crate::error::IoContext;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::{read_full_at, write_all_at, BatchScanner, Scan};
@@ -30,6 +30,9 @@ pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
 /// Largest offset distance from the base that the 32-bit relative index entries
 /// hold (Kafka uses `Int.MaxValue`).
 pub(crate) const MAX_RELATIVE_OFFSET: i64 = i32::MAX as i64;
+
+/// The unit reservations are aligned to.
+const PAGE: u64 = 4096;
 
 /// Read size when scanning headers.
 const HEADER_SCAN_CHUNK: usize = 16 * 1024;
@@ -76,6 +79,12 @@ pub(crate) struct Segment {
     log_unsynced: bool,
     /// An index file did not exist when the segment was opened.
     index_missing: bool,
+    /// With `preallocate`: blocks are reserved up to here (beyond `size`, the file
+    /// size unchanged). 0 when nothing is known to be reserved.
+    preallocated_to: u64,
+    /// `preallocate` failed here (unsupported by the filesystem, or full): do not try
+    /// again for this segment; the appends themselves report a full disk.
+    preallocate_failed: bool,
 }
 
 impl Segment {
@@ -130,6 +139,8 @@ impl Segment {
             dirty: false,
             log_unsynced: false,
             index_missing: false,
+            preallocated_to: 0,
+            preallocate_failed: false,
         }
     }
 
@@ -270,14 +281,21 @@ impl Segment {
         self.next_offset = header.next_offset();
     }
 
-    /// Appends already validated, offset-assigned batches (page cache only).
+    /// Appends already validated, offset-assigned batches (page cache only). With
+    /// `preallocate_up_to` (the segment size cap, from `preallocate`), first reserves
+    /// blocks [`PREALLOCATE_STEP`] ahead of the new end when the write would pass the
+    /// reservation.
     pub(crate) fn append(
         &mut self,
         buf: &[u8],
         index_interval_bytes: u32,
         now_ms: i64,
+        preallocate_up_to: Option<u64>,
     ) -> Result<(), StorageError> {
         let start = self.size;
+        if let Some(cap) = preallocate_up_to {
+            self.reserve_ahead(start + buf.len() as u64, cap);
+        }
         if let Err(e) = write_all_at(&self.log, buf, start) {
             // Drop whatever part of the batches reached the file.
             if let Err(cut) = self.log.set_len(start) {
@@ -304,6 +322,40 @@ impl Segment {
             tracing::warn!(segment = %self.log_path.display(), error = %e, "deferred index write failed");
         }
         Ok(())
+    }
+
+    /// Reserves blocks up to the next [`PREALLOCATE_STEP`] boundary past `end` (at
+    /// most to `cap`, the segment size limit, unless `end` is already past it) with
+    /// `fallocate(FALLOC_FL_KEEP_SIZE)`: the file size, and so recovery, is unchanged.
+    fn reserve_ahead(&mut self, end: u64, cap: u64) {
+        if end <= self.preallocated_to || self.preallocate_failed {
+            return;
+        }
+        let from = self.preallocated_to.max(self.size & !(PAGE - 1));
+        let to = ((end + PREALLOCATE_STEP) & !(PREALLOCATE_STEP - 1)).min(cap.max(end));
+        match rustix::fs::fallocate(&*self.log, rustix::fs::FallocateFlags::KEEP_SIZE, from, to - from) {
+            Ok(()) => self.preallocated_to = to,
+            Err(e) => {
+                self.preallocate_failed = true;
+                tracing::warn!(segment = %self.log_path.display(), error = %e,
+                    "cannot preallocate the segment (preallocate=true); appending without it");
+            }
+        }
+    }
+
+    /// Gives back the blocks reserved beyond the data (the segment stopped being
+    /// active, or the log closes) by truncating the file to its own size, which frees
+    /// every block past the end, a reservation left by a run that crashed included.
+    /// (Punching a hole would not do: ext4 ignores holes beyond the file size.)
+    pub(crate) fn release_preallocation(&mut self) {
+        if self.preallocated_to == 0 {
+            return;
+        }
+        if let Err(e) = self.log.set_len(self.size) {
+            tracing::warn!(segment = %self.log_path.display(), error = %e,
+                "cannot release the blocks preallocated beyond the segment's data");
+        }
+        self.preallocated_to = 0;
     }
 
     pub(crate) fn write_pending_indexes(&mut self) -> Result<(), StorageError> {
@@ -562,6 +614,7 @@ impl Segment {
             );
             self.log.set_len(pos).ctx("truncating", &self.log_path)?;
             self.size = pos;
+            self.preallocated_to = 0;
         }
         // What was scanned may never have been fsynced (it was past the
         // recovery point): the caller must sync it before moving the
@@ -649,6 +702,7 @@ impl Segment {
             .set_len(position)
             .ctx("truncating", &self.log_path)?;
         self.size = position;
+        self.preallocated_to = 0;
         self.next_offset = next_offset;
         self.offset_index.truncate_to_position(position)?;
         self.time_index.truncate_to_offset(next_offset)?;
