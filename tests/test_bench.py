@@ -43,6 +43,7 @@ EXPECTED_ROWS = [
     ("latency", "produce → consume"),
     ("latency", "produce → acknowledged"),
     ("latency", "diagnosis: produce → consume"),
+    ("latency", "linger.ms=1, preallocate=true"),
     ("failover", "kill -9 partition leader"),
     ("failover", "active controller"),
     ("footprint", "create 100 partitions"),

@@ -28,7 +28,7 @@ enum Scenario {
     Produce,
     /// Consume a loaded topic from the beginning.
     Consume,
-    /// End-to-end latency at fixed rates (HdrHistogram), RF=3: 50 MB/s, the same with the client at nice 19 (a diagnosis), 50 MB/s at RF=1 (the floor: no replication), 30 MB/s and 5 MB/s with linger.ms=1, 5 MB/s with linger.ms=0; 5 MB/s, plain and with the client at nice 19, with --quick.
+    /// End-to-end latency at fixed rates (HdrHistogram), RF=3: 50 MB/s, the same with the topic set to preallocate=true, the same with the client at nice 19 (a diagnosis), 50 MB/s at RF=1 (the floor: no replication), 30 MB/s and 5 MB/s with linger.ms=1, 5 MB/s with linger.ms=0; 5 MB/s plain, with preallocate=true and with the client at nice 19, with --quick.
     Latency,
     /// kill -9 of a partition leader, then of the active controller, under a steady producer.
     Failover,

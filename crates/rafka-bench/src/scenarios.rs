@@ -41,7 +41,11 @@ impl Plan {
                 consume_records: [(100, 50_000), (1024, 20_000)],
                 latency_for: Duration::from_secs(3),
                 latency_warmup: Duration::from_secs(1),
-                latency_runs: vec![LatencyRun::rf3(5.0, 1), LatencyRun { client_yields: true, ..LatencyRun::rf3(5.0, 1) }],
+                latency_runs: vec![
+                    LatencyRun::rf3(5.0, 1),
+                    LatencyRun { client_yields: true, ..LatencyRun::rf3(5.0, 1) },
+                    LatencyRun { preallocate: true, ..LatencyRun::rf3(5.0, 1) },
+                ],
                 failover_rounds: 1,
                 startup_partitions: vec![100],
             }
@@ -53,6 +57,7 @@ impl Plan {
                 latency_warmup: Duration::from_secs(5),
                 latency_runs: vec![
                     LatencyRun::rf3(TARGET_LATENCY_RATE_MB_S, 1),
+                    LatencyRun { preallocate: true, ..LatencyRun::rf3(TARGET_LATENCY_RATE_MB_S, 1) },
                     LatencyRun { client_yields: true, ..LatencyRun::rf3(TARGET_LATENCY_RATE_MB_S, 1) },
                     LatencyRun { replication: 1, ..LatencyRun::rf3(TARGET_LATENCY_RATE_MB_S, 1) },
                     LatencyRun::rf3(30.0, 1),
@@ -78,11 +83,14 @@ pub struct LatencyRun {
     /// librdkafka's busy-waiting gets only what the brokers leave: the nearest this
     /// one machine comes to a client on a machine of its own. A diagnosis, not a target.
     pub client_yields: bool,
+    /// The topic sets `preallocate=true`: blocks are reserved ahead of each active
+    /// segment, so ext4 does not allocate them during write-back while appends run.
+    pub preallocate: bool,
 }
 
 impl LatencyRun {
     fn rf3(mb_per_s: f64, linger_ms: u32) -> LatencyRun {
-        LatencyRun { mb_per_s, linger_ms, replication: 3, client_yields: false }
+        LatencyRun { mb_per_s, linger_ms, replication: 3, client_yields: false, preallocate: false }
     }
 }
 
@@ -354,14 +362,22 @@ impl Bench {
     }
 
     fn latency_at(&mut self, run: LatencyRun) -> anyhow::Result<()> {
-        let LatencyRun { mb_per_s: rate, linger_ms, replication, client_yields } = run;
+        let LatencyRun { mb_per_s: rate, linger_ms, replication, client_yields, preallocate } = run;
         let topic = self.next_topic("latency");
         let (duration, warmup) = (self.plan.latency_for, self.plan.latency_warmup);
         let cluster = self.cluster()?;
         let min_insync = if replication >= 3 { "2" } else { "1" };
-        cluster.create_topic(&topic, PARTITIONS, replication, &[("min.insync.replicas", min_insync)])?;
-        let yields = if client_yields { ", client at nice 19" } else { "" };
-        eprintln!("latency: {rate} MB/s of 1 KiB records, RF={replication}, linger.ms={linger_ms}{yields}, for {duration:?}");
+        let mut topic_configs = vec![("min.insync.replicas", min_insync)];
+        if preallocate {
+            topic_configs.push(("preallocate", "true"));
+        }
+        cluster.create_topic(&topic, PARTITIONS, replication, &topic_configs)?;
+        let variant = match (client_yields, preallocate) {
+            (true, _) => ", client at nice 19",
+            (false, true) => ", preallocate=true",
+            (false, false) => "",
+        };
+        eprintln!("latency: {rate} MB/s of 1 KiB records, RF={replication}, linger.ms={linger_ms}{variant}, for {duration:?}");
         let linger = linger_ms.to_string();
         let settings = [
             ("acks", "all"),
@@ -404,12 +420,15 @@ impl Bench {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         let figure = if client_yields {
             format!("diagnosis: produce → consume, {rate} MB/s of 1 KiB, RF=3 acks=all, linger.ms={linger_ms}, client at nice 19")
+        } else if replication >= 3 && preallocate {
+            format!("produce → consume, {rate} MB/s of 1 KiB, RF=3 acks=all, linger.ms={linger_ms}, preallocate=true")
         } else if replication >= 3 {
             format!("produce → consume, {rate} MB/s of 1 KiB, RF=3 acks=all, linger.ms={linger_ms}")
         } else {
             format!("floor: produce → consume, {rate} MB/s of 1 KiB, RF={replication} (no replication), linger.ms={linger_ms}")
         };
-        let is_target = rate == TARGET_LATENCY_RATE_MB_S && linger_ms == 1 && replication >= 3 && !client_yields;
+        // The target is read on the default configuration; the variants are beside it.
+        let is_target = rate == TARGET_LATENCY_RATE_MB_S && linger_ms == 1 && replication >= 3 && !client_yields && !preallocate;
         self.rows.push(
             Row::new("latency", figure.clone(), format!("p50 {}", millis(ms(0.5))))
                 .versus(format!("{} records at {:.1} MB/s", thousands(l.sent as f64), l.achieved_mb_s)),
@@ -426,7 +445,7 @@ impl Bench {
         let ack_ms = |q: f64| a.value_at_quantile(q) as f64 / 1000.0;
         self.rows.push(Row::new(
             "latency",
-            format!("of which produce → acknowledged, {rate} MB/s, RF={replication}, linger.ms={linger_ms}{yields}"),
+            format!("of which produce → acknowledged, {rate} MB/s, RF={replication}, linger.ms={linger_ms}{variant}"),
             format!("p50 {}, p99 {}, max {}", millis(ack_ms(0.5)), millis(ack_ms(0.99)), millis(a.max() as f64 / 1000.0)),
         ));
         Ok(())
