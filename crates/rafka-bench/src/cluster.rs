@@ -352,6 +352,19 @@ pub fn machine_cpu_ticks() -> Option<(u64, u64)> {
     Some((total, *ticks.get(7)?))
 }
 
+/// Writes back every dirty page of the machine (sync(2)) and returns how long that
+/// took: a latency run then starts without the write-back that earlier runs left,
+/// which would otherwise land on whichever run comes next.
+pub fn write_back_dirty_pages() -> Duration {
+    let started = Instant::now();
+    #[allow(unsafe_code)]
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe {
+        libc::sync();
+    }
+    started.elapsed()
+}
+
 fn clock_ticks_per_second() -> f64 {
     #[allow(unsafe_code)]
     // SAFETY: sysconf has no preconditions.

@@ -154,6 +154,23 @@ pub fn produce_exactly(bootstrap: &str, topic: &str, record_size: usize, count: 
     producer.context().all_acknowledged(topic)
 }
 
+/// The partition's log end offset. Right after a topic is created, the broker that
+/// the metadata names as leader may not have applied its leadership yet and answers
+/// NOT_LEADER_OR_FOLLOWER, which librdkafka's watermark query does not retry: retry
+/// such answers for up to 10 s, as a client would on its next metadata refresh.
+fn log_end_offset(consumer: &BaseConsumer, topic: &str, partition: i32) -> anyhow::Result<i64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok((_, high)) => return Ok(high),
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotLeaderForPartition | RDKafkaErrorCode::LeaderNotAvailable | RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(e).with_context(|| format!("cannot read the log end offset of {topic}-{partition}")),
+        }
+    }
+}
+
 /// Reads `partitions` partitions of `topic` from the beginning until `expected`
 /// records have arrived (librdkafka consumer defaults; `assign`, no group).
 pub fn consume_from_beginning(
@@ -260,7 +277,7 @@ pub fn end_to_end_latency(
     .context("cannot create the consumer")?;
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let high = log_end_offset(&consumer, topic, p)?;
         assignment.add_partition_offset(topic, p, Offset::Offset(high))?;
     }
     consumer.assign(&assignment)?;

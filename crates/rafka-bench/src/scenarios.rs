@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::cluster::{machine_cpu_ticks, proc_stats, BenchCluster};
+use crate::cluster::{machine_cpu_ticks, proc_stats, write_back_dirty_pages, BenchCluster};
 use crate::limits::{quantile, MachineLimits};
 use crate::load::{self, SteadyProducer, Throughput};
 use crate::report::{millis, thousands, Row};
@@ -377,7 +377,12 @@ impl Bench {
             (false, true) => ", preallocate=true",
             (false, false) => "",
         };
-        eprintln!("latency: {rate} MB/s of 1 KiB records, RF={replication}, linger.ms={linger_ms}{variant}, for {duration:?}");
+        let synced = write_back_dirty_pages();
+        eprintln!(
+            "latency: {rate} MB/s of 1 KiB records, RF={replication}, linger.ms={linger_ms}{variant}, for {duration:?} \
+             (after {} writing back what earlier runs left dirty)",
+            millis(synced.as_secs_f64() * 1000.0)
+        );
         let linger = linger_ms.to_string();
         let settings = [
             ("acks", "all"),
