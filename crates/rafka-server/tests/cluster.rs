@@ -15,8 +15,24 @@ use kafka_protocol::ResponseError;
 use rafka_server::{BrokerConfig, Node};
 use support::Client;
 
+/// A port that was free a moment ago, for a node that binds it itself later. Taken
+/// below the kernel's ephemeral range (32768 and up on Linux), from a block chosen by
+/// this process's id and then counted up: a port the kernel handed out for `:0` could be
+/// handed out again, as the local end of another test's outgoing connection, before the
+/// node binds it (a CI run failed on "Address already in use" that way).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % u32::from(SPAN / 200)) as u16 * 200;
+    for _ in 0..SPAN {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN);
 }
 
 struct Cluster {
