@@ -22,7 +22,7 @@
 //! Flush policy: the leader counts a follower's fetch offset as what the follower
 //! holds, so in the durable mode (`flush.messages=1`) a fetcher fsyncs what it
 //! appended before the next request reports it: the partitions with unsynced data are
-//! synced together on one blocking thread, and awaited, before every request. A
+//! synced concurrently (a blocking task each), and awaited, before every request. A
 //! partition whose sync fails leaves the session and rests, then is synced again.
 //! With `flush.messages=N>1`, N unsynced messages start a background sync.
 
@@ -479,8 +479,8 @@ impl Fetcher {
 
     /// The flush policy's part before a request, for the partitions the request may
     /// list (all of them before a session's first request, else the ones that changed
-    /// or may rejoin): in the durable mode fsyncs every one holding unsynced data, all
-    /// on one blocking thread, and waits; a failure (logged by the partition) makes
+    /// or may rejoin): in the durable mode fsyncs every one holding unsynced data,
+    /// concurrently, and waits; a failure (logged by the partition) makes
     /// that partition rest. With `flush.messages=N>1`, starts a background sync of
     /// partitions with N unsynced messages. Costs one atomic load per partition under
     /// the default policy.
@@ -517,26 +517,25 @@ impl Fetcher {
         if due.is_empty() {
             return;
         }
-        let synced = tokio::task::spawn_blocking(move || {
-            due.into_iter()
-                .map(|(key, partition)| {
-                    let ok = partition.sync_log().is_ok();
-                    // The durable end moved: it may lift our high watermark's bound.
-                    partition.refresh_follower_high_watermark();
-                    (key, ok)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        match synced {
-            Ok(results) => {
-                for (key, ok) in results {
+        // One blocking task per partition: concurrent fdatasyncs share the
+        // filesystem's journal commits, where one after another each pays its own.
+        let syncs = due.into_iter().map(|(key, partition)| {
+            tokio::task::spawn_blocking(move || {
+                let ok = partition.sync_log().is_ok();
+                // The durable end moved: it may lift our high watermark's bound.
+                partition.refresh_follower_high_watermark();
+                (key, ok)
+            })
+        });
+        for synced in futures::future::join_all(syncs).await {
+            match synced {
+                Ok((key, ok)) => {
                     if !ok {
                         self.rest(key);
                     }
                 }
+                Err(e) => warn!(error = %e, "syncing replicated data panicked"),
             }
-            Err(e) => warn!(error = %e, "syncing replicated data panicked"),
         }
     }
 
