@@ -11,6 +11,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -123,18 +125,61 @@ fn sequential_write(dir: &Path, total: usize, sync: bool) -> anyhow::Result<f64>
 /// The latency of appending 4 KiB and fdatasync-ing it, `samples` times.
 fn fdatasync_latency(dir: &Path, samples: usize) -> anyhow::Result<(f64, f64)> {
     let (mut file, path) = scratch_file(dir, ".rafka-bench-fdatasync")?;
-    let block = [0x5au8; 4096];
     let mut micros = Vec::with_capacity(samples);
     for _ in 0..samples.max(1) {
-        let start = Instant::now();
-        file.write_all(&block).with_context(|| format!("writing {}", path.display()))?;
-        file.sync_data().with_context(|| format!("syncing {}", path.display()))?;
-        micros.push(start.elapsed().as_secs_f64() * 1e6);
+        micros.push(append_and_sync(&mut file, &path)?);
     }
     drop(file);
     let _ = std::fs::remove_file(&path);
     micros.sort_by(f64::total_cmp);
     Ok((quantile(&micros, 0.5), quantile(&micros, 0.99)))
+}
+
+/// Appends one 4 KiB block to `file` and fdatasyncs it: how long that took, µs.
+fn append_and_sync(file: &mut File, path: &Path) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    file.write_all(&[0x5au8; 4096]).with_context(|| format!("writing {}", path.display()))?;
+    file.sync_data().with_context(|| format!("syncing {}", path.display()))?;
+    Ok(start.elapsed().as_secs_f64() * 1e6)
+}
+
+/// The fdatasync probe run beside a load: every [`FdatasyncProbe::EVERY`] it appends
+/// 4 KiB to a scratch file in the data directory's filesystem and fdatasyncs it, so
+/// the latency the brokers' own fsyncs met can be read beside the idle figure.
+pub struct FdatasyncProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<Vec<f64>>>,
+}
+
+impl FdatasyncProbe {
+    /// Often enough for a p99 within seconds; rarely enough to add little load.
+    const EVERY: Duration = Duration::from_millis(20);
+
+    pub fn start(dir: &Path) -> anyhow::Result<FdatasyncProbe> {
+        let (mut file, path) = scratch_file(dir, ".rafka-bench-fdatasync-probe")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut micros = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    let tick = Instant::now();
+                    micros.push(append_and_sync(&mut file, &path)?);
+                    std::thread::sleep(Self::EVERY.saturating_sub(tick.elapsed()));
+                }
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                Ok(micros)
+            })
+        };
+        Ok(FdatasyncProbe { stop, thread })
+    }
+
+    /// Stops the probe: its latencies (µs), in the order taken.
+    pub fn finish(self) -> anyhow::Result<Vec<f64>> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().map_err(|_| anyhow::anyhow!("the fdatasync probe panicked"))?
+    }
 }
 
 /// The value at quantile `q` of sorted `values`.

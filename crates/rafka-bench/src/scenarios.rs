@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::cluster::{machine_cpu_ticks, proc_stats, write_back_dirty_pages, BenchCluster};
-use crate::limits::{quantile, MachineLimits};
+use crate::limits::{quantile, FdatasyncProbe, MachineLimits};
 use crate::load::{self, SteadyProducer, Throughput};
 use crate::report::{millis, thousands, Row};
 
@@ -106,8 +106,8 @@ pub struct Bench {
     pub rows: Vec<Row>,
     cluster: Option<BenchCluster>,
     topic_serial: usize,
-    /// Throughput of the RF=3 acks=all runs per record size, (page cache, fsync).
-    durable_pairs: Vec<(usize, Option<f64>, Option<f64>)>,
+    /// The RF=3 acks=all runs of each record size, for scenario 6.
+    durable_pairs: Vec<DurablePair>,
 }
 
 /// The three produce modes of scenario 1.
@@ -146,6 +146,35 @@ impl ProduceMode {
             _ => vec![("acks", "all"), ("enable.idempotence", "true")],
         }
     }
+}
+
+/// The order in which the two RF=3 modes (0: page-cache acks, 1: fsync before ack)
+/// take their slices of the produce time: A B B A B A A B puts both modes' slices at
+/// the same mean position in the run.
+const COMPARED_SLICE_ORDER: [usize; 8] = [0, 1, 1, 0, 1, 0, 0, 1];
+
+/// One produce mode's topic and what its slices added up to.
+struct ModeRun {
+    mode: ProduceMode,
+    /// The diagnosis pair: the client at nice 19.
+    client_yields: bool,
+    topic: String,
+    total: Option<Throughput>,
+    cpu_seconds: f64,
+    peak_rss: u64,
+    /// The fdatasync probe's latencies (µs) beside this mode's slices (RF=3 only).
+    probe_micros: Vec<f64>,
+}
+
+/// Scenario 6's inputs for one record size: the rates of the two RF=3 modes, the
+/// fdatasync probe's latencies (µs, sorted) beside each, and the niced pair's rates.
+#[derive(Clone)]
+struct DurablePair {
+    size: usize,
+    page_cache: Option<(f64, Vec<f64>)>,
+    fsync: Option<(f64, Vec<f64>)>,
+    /// The rates of the same two modes with the client at nice 19.
+    niced: (Option<f64>, Option<f64>),
 }
 
 /// Samples the RSS of some processes every 100 ms and keeps the largest.
@@ -236,44 +265,118 @@ impl Bench {
         format!("bench-{what}-{}", self.topic_serial)
     }
 
-    /// Scenario 1 (and the runs scenario 6 compares): produce flat out.
+    /// Scenario 1 (and the runs scenario 6 compares): produce flat out, each mode into
+    /// a topic of its own for `produce_for` in all. When both RF=3 modes run, their
+    /// time is cut into slices taken in the order [`COMPARED_SLICE_ORDER`], so that a
+    /// machine that speeds up or slows down during the run weighs on both alike and
+    /// the durability cost compares like with like; then the same pair runs again with
+    /// the client at nice 19 (a diagnosis: how much of the cost is librdkafka's
+    /// busy-waiting taking CPU from the brokers).
     pub fn produce(&mut self, modes: &[ProduceMode]) -> anyhow::Result<()> {
+        let duration = self.plan.produce_for;
+        let compared: Vec<ProduceMode> = modes.iter().copied().filter(|m| m.replication() == 3).collect();
+        let mut schedule: Vec<(ProduceMode, bool, Duration)> =
+            modes.iter().filter(|m| m.replication() != 3).map(|m| (*m, false, duration)).collect();
+        if compared.len() == 2 {
+            let per_slice = duration / (COMPARED_SLICE_ORDER.len() as u32 / 2);
+            for client_yields in [false, true] {
+                schedule.extend(COMPARED_SLICE_ORDER.iter().map(|i| (compared[*i], client_yields, per_slice)));
+            }
+        } else {
+            schedule.extend(compared.iter().map(|m| (*m, false, duration)));
+        }
         for size in [100usize, 1024] {
-            let mut page_cache = None;
-            let mut fsync = None;
-            for &mode in modes {
+            let mut runs: Vec<ModeRun> = Vec::new();
+            for &(mode, client_yields, _) in &schedule {
+                if runs.iter().any(|r| (r.mode, r.client_yields) == (mode, client_yields)) {
+                    continue;
+                }
                 let topic = self.next_topic("produce");
-                let duration = self.plan.produce_for;
-                let cluster = self.cluster()?;
-                cluster.create_topic(&topic, PARTITIONS, mode.replication(), &mode.topic_configs())?;
+                self.cluster()?.create_topic(&topic, PARTITIONS, mode.replication(), &mode.topic_configs())?;
+                runs.push(ModeRun { mode, client_yields, topic, total: None, cpu_seconds: 0.0, peak_rss: 0, probe_micros: Vec::new() });
+            }
+            for (slice, &(mode, client_yields, slice_for)) in schedule.iter().enumerate() {
+                let run = runs
+                    .iter_mut()
+                    .find(|r| (r.mode, r.client_yields) == (mode, client_yields))
+                    .expect("every scheduled mode has a topic");
+                let cluster = self.cluster.as_mut().expect("started above");
                 let pids: Vec<u32> = cluster.ids().iter().filter_map(|id| cluster.pid(*id)).collect();
                 let cpu_before = cluster.total_stats().cpu_seconds;
                 let sampler = RssSampler::start(pids);
-                eprintln!("produce: {} {} for {duration:?}", mode.label(), size_label(size));
-                let result = load::produce_flat_out(&cluster.bootstrap(), &topic, size, duration, &mode.producer_settings());
-                let peak_rss = sampler.finish();
-                let cpu = cluster.total_stats().cpu_seconds - cpu_before;
+                let probe = if mode.replication() == 3 && !client_yields { Some(FdatasyncProbe::start(&self.data_dir)?) } else { None };
+                eprintln!(
+                    "produce: {} {}{} for {slice_for:?} (slice {} of {})",
+                    mode.label(),
+                    size_label(size),
+                    if client_yields { ", client at nice 19" } else { "" },
+                    slice + 1,
+                    schedule.len()
+                );
+                let (bootstrap, settings) = (cluster.bootstrap(), mode.producer_settings());
+                let produce = || load::produce_flat_out(&bootstrap, &run.topic, size, slice_for, &settings);
+                let result = if client_yields {
+                    // Nice is per thread and inherited by the threads a thread creates:
+                    // this one and librdkafka's threads for the run are lowered.
+                    std::thread::scope(|scope| {
+                        scope
+                            .spawn(|| {
+                                lower_this_threads_priority()?;
+                                produce()
+                            })
+                            .join()
+                            .map_err(|_| anyhow::anyhow!("the producing thread panicked"))?
+                    })
+                } else {
+                    produce()
+                };
+                run.peak_rss = run.peak_rss.max(sampler.finish());
+                if let Some(probe) = probe {
+                    run.probe_micros.extend(probe.finish()?);
+                }
+                run.cpu_seconds += cluster.total_stats().cpu_seconds - cpu_before;
                 cluster.check_alive()?;
                 let t = result?;
-                self.produce_rows(mode, size, t);
-                if mode == ProduceMode::Rf3AcksAllIdempotent {
-                    page_cache = Some(t.records_per_s());
-                    if size == 1024 {
-                        let gb = t.bytes as f64 / 1e9;
-                        self.rows.push(
-                            Row::new("footprint", "broker RSS under load (largest of 3, RF=3 1 KiB)", mib(peak_rss)),
-                        );
-                        self.rows.push(
-                            Row::new("footprint", "broker CPU-seconds per GB ingested (RF=3 1 KiB, 3 brokers)", format!("{:.1} CPU-s/GB", cpu / gb))
-                                .versus(format!("{cpu:.1} CPU-s for {gb:.2} GB")),
-                        );
+                run.total = Some(run.total.map_or(t, |sum| sum.plus(t)));
+            }
+            let mut pair = DurablePair { size, page_cache: None, fsync: None, niced: (None, None) };
+            for mut run in runs {
+                let t = run.total.expect("every mode ran at least once");
+                run.probe_micros.sort_by(f64::total_cmp);
+                if run.client_yields {
+                    match run.mode {
+                        ProduceMode::Rf3AcksAllIdempotent => pair.niced.0 = Some(t.records_per_s()),
+                        ProduceMode::Rf3AcksAllFsync => pair.niced.1 = Some(t.records_per_s()),
+                        ProduceMode::Rf1Acks1 => {}
                     }
+                    continue;
                 }
-                if mode == ProduceMode::Rf3AcksAllFsync {
-                    fsync = Some(t.records_per_s());
+                self.produce_rows(run.mode, size, t);
+                match run.mode {
+                    ProduceMode::Rf3AcksAllIdempotent => {
+                        pair.page_cache = Some((t.records_per_s(), std::mem::take(&mut run.probe_micros)));
+                        if size == 1024 {
+                            let gb = t.bytes as f64 / 1e9;
+                            self.rows.push(Row::new(
+                                "footprint",
+                                "broker RSS under load (largest of 3, RF=3 1 KiB)",
+                                mib(run.peak_rss),
+                            ));
+                            self.rows.push(
+                                Row::new(
+                                    "footprint",
+                                    "broker CPU-seconds per GB ingested (RF=3 1 KiB, 3 brokers)",
+                                    format!("{:.1} CPU-s/GB", run.cpu_seconds / gb),
+                                )
+                                .versus(format!("{:.1} CPU-s for {gb:.2} GB", run.cpu_seconds)),
+                            );
+                        }
+                    }
+                    ProduceMode::Rf3AcksAllFsync => pair.fsync = Some((t.records_per_s(), run.probe_micros)),
+                    ProduceMode::Rf1Acks1 => {}
                 }
             }
-            self.durable_pairs.push((size, page_cache, fsync));
+            self.durable_pairs.push(pair);
         }
         Ok(())
     }
@@ -306,19 +409,39 @@ impl Bench {
         self.rows.push(row);
     }
 
-    /// Scenario 6 from the runs of scenario 1.
+    /// Scenario 6 from the runs of scenario 1: the cost, and what the fdatasync probe
+    /// met beside each mode (the disk the brokers' fsyncs met, against the idle figure).
     pub fn durability_rows(&mut self) {
-        for (size, page_cache, fsync) in self.durable_pairs.clone() {
-            let (Some(page_cache), Some(fsync)) = (page_cache, fsync) else { continue };
+        for pair in self.durable_pairs.clone() {
+            let (Some((page_cache, pc_probe)), Some((fsync, fsync_probe))) = (pair.page_cache, pair.fsync) else { continue };
+            let size = size_label(pair.size);
             let cost = 1.0 - fsync / page_cache;
             self.rows.push(
-                Row::new(
-                    "durability",
-                    format!("fsync-before-ack cost, RF=3 acks=all {}", size_label(size)),
-                    format!("{:.1}% fewer rec/s", 100.0 * cost),
-                )
-                .at_most(cost, 0.25, "≤ 25%")
-                .versus(format!("{} vs {} rec/s", thousands(fsync), thousands(page_cache))),
+                Row::new("durability", format!("fsync-before-ack cost, RF=3 acks=all {size}"), format!("{:.1}% fewer rec/s", 100.0 * cost))
+                    .at_most(cost, 0.25, "≤ 25%")
+                    .versus(format!("{} vs {} rec/s", thousands(fsync), thousands(page_cache))),
+            );
+            if let (Some(niced_page_cache), Some(niced_fsync)) = pair.niced {
+                self.rows.push(
+                    Row::new(
+                        "durability",
+                        format!("diagnosis: fsync-before-ack cost, {size}, client at nice 19"),
+                        format!("{:.1}% fewer rec/s", 100.0 * (1.0 - niced_fsync / niced_page_cache)),
+                    )
+                    .versus(format!("{} vs {} rec/s", thousands(niced_fsync), thousands(niced_page_cache))),
+                );
+            }
+            let latency = |micros: &[f64]| {
+                format!("p50 {}, p99 {}", millis(quantile(micros, 0.5) / 1e3), millis(quantile(micros, 0.99) / 1e3))
+            };
+            self.rows.push(
+                Row::new("durability", format!("fdatasync of a 4 KiB append beside the fsync-before-ack run, {size}"), latency(&fsync_probe))
+                    .versus(format!(
+                        "beside the page-cache run {}; idle p50 {}, p99 {}",
+                        latency(&pc_probe),
+                        millis(self.limits.fdatasync_p50_us / 1e3),
+                        millis(self.limits.fdatasync_p99_us / 1e3)
+                    )),
             );
         }
     }
