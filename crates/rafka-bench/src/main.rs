@@ -24,7 +24,7 @@ use crate::scenarios::{Bench, Plan, ProduceMode};
 enum Scenario {
     /// produce (with the durability rows), consume, latency, failover, footprint, in this order.
     All,
-    /// Produce flat out: RF=1 acks=1, RF=3 acks=all idempotent, and RF=3 with fsync before ack; 100 B and 1 KiB.
+    /// Produce flat out: RF=1 acks=1, RF=3 acks=all idempotent, and RF=3 with fsync before ack (the two RF=3 modes in interleaved slices); 100 B and 1 KiB; with the durability rows.
     Produce,
     /// Consume a loaded topic from the beginning.
     Consume,
@@ -34,7 +34,7 @@ enum Scenario {
     Failover,
     /// Start-up time and time to create many partitions (idle RSS comes with every run; RSS under load and CPU per GB with produce).
     Footprint,
-    /// Page-cache acks against fsync-before-ack (group commit), RF=3.
+    /// Page-cache acks against fsync-before-ack (group commit), RF=3, in interleaved slices; the same pair with the client at nice 19 (a diagnosis); an fdatasync probe beside each mode.
     Durability,
 }
 

@@ -315,21 +315,7 @@ impl Bench {
                 );
                 let (bootstrap, settings) = (cluster.bootstrap(), mode.producer_settings());
                 let produce = || load::produce_flat_out(&bootstrap, &run.topic, size, slice_for, &settings);
-                let result = if client_yields {
-                    // Nice is per thread and inherited by the threads a thread creates:
-                    // this one and librdkafka's threads for the run are lowered.
-                    std::thread::scope(|scope| {
-                        scope
-                            .spawn(|| {
-                                lower_this_threads_priority()?;
-                                produce()
-                            })
-                            .join()
-                            .map_err(|_| anyhow::anyhow!("the producing thread panicked"))?
-                    })
-                } else {
-                    produce()
-                };
+                let result = run_client(client_yields, produce);
                 run.peak_rss = run.peak_rss.max(sampler.finish());
                 if let Some(probe) = probe {
                     run.probe_micros.extend(probe.finish()?);
@@ -519,21 +505,7 @@ impl Bench {
         let broker_cpu = cluster.total_stats().cpu_seconds;
         let bootstrap = cluster.bootstrap();
         let measure = || load::end_to_end_latency(&bootstrap, &topic, PARTITIONS, 1024, rate, duration + warmup, warmup, &settings);
-        let l = if client_yields {
-            // Nice is per thread and inherited by the threads a thread creates: this
-            // one and librdkafka's threads for the run are lowered; the brokers are not.
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        lower_this_threads_priority()?;
-                        measure()
-                    })
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("the latency client thread panicked"))?
-            })?
-        } else {
-            measure()?
-        };
+        let l = run_client(client_yields, measure)?;
         let wall = started.elapsed().as_secs_f64();
         let client_cpu = proc_stats(std::process::id()).unwrap_or_default().cpu_seconds - client_cpu;
         let broker_cpu = cluster.total_stats().cpu_seconds - broker_cpu;
@@ -709,6 +681,24 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// Runs client work on this thread, or with `client_yields` on a thread of its own at
+/// nice 19. Nice is per thread and inherited by the threads a thread creates: that
+/// thread and librdkafka's threads for the work are lowered; the brokers are not.
+fn run_client<T: Send>(client_yields: bool, work: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    if !client_yields {
+        return work();
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                lower_this_threads_priority()?;
+                work()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+    })
 }
 
 /// Sets the calling thread (only: Linux keeps nice per thread) to nice 19.
