@@ -50,6 +50,8 @@ pub struct ReplicaManager {
     /// Partition directories found on disk at start-up, not yet claimed by the image.
     unclaimed_dirs: parking_lot::Mutex<Option<HashMap<TopicPartition, PathBuf>>>,
     applied: watch::Sender<u64>,
+    /// Broker-wide `rafka.log.writeback.interval.bytes`, set on every topic's log config.
+    writeback_interval_bytes: u64,
 }
 
 impl std::fmt::Debug for ReplicaManager {
@@ -176,7 +178,15 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             unclaimed_dirs: parking_lot::Mutex::new(Some(found)),
             applied,
+            writeback_interval_bytes: rafka_storage::DEFAULT_WRITEBACK_INTERVAL_BYTES,
         })
+    }
+
+    /// Starts write-back of every log's appended bytes each `bytes` (0 = leave it to
+    /// the kernel); see [`LogConfig::writeback_interval_bytes`]. Default 1 MiB.
+    pub fn with_writeback_interval_bytes(mut self, bytes: u64) -> ReplicaManager {
+        self.writeback_interval_bytes = bytes;
+        self
     }
 
     pub fn node_id(&self) -> i32 {
@@ -285,7 +295,10 @@ impl ReplicaManager {
         for (tp, (topic, state)) in &wanted {
             let config = configs
                 .entry(topic.topic_id)
-                .or_insert_with(|| log_config_for(&self.defaults, &topic.configs))
+                .or_insert_with(|| LogConfig {
+                    writeback_interval_bytes: self.writeback_interval_bytes,
+                    ..log_config_for(&self.defaults, &topic.configs)
+                })
                 .clone();
             let existing = self.get(&tp.0, tp.1);
             match existing {

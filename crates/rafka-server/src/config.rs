@@ -152,12 +152,16 @@ const KNOWN_KEYS: &[KeyDef] = &[
     // Rafka's own: controller.quorum.voters for ids 0..count from a host:port pattern.
     key(VOTERS_COUNT_KEY, None),
     key(VOTERS_PATTERN_KEY, None),
+    // Rafka's own: start write-back of appended log bytes every this many (0 = off).
+    key(WRITEBACK_INTERVAL_KEY, Some("1048576")),
 ];
 
 /// `rafka.quorum.voters.count` (env `KAFKA_RAFKA_QUORUM_VOTERS_COUNT`).
 pub const VOTERS_COUNT_KEY: &str = "rafka.quorum.voters.count";
 /// `rafka.quorum.voters.pattern` (env `KAFKA_RAFKA_QUORUM_VOTERS_PATTERN`).
 pub const VOTERS_PATTERN_KEY: &str = "rafka.quorum.voters.pattern";
+/// `rafka.log.writeback.interval.bytes` (env `KAFKA_RAFKA_LOG_WRITEBACK_INTERVAL_BYTES`).
+pub const WRITEBACK_INTERVAL_KEY: &str = "rafka.log.writeback.interval.bytes";
 /// The environment variable a Kubernetes pod gets its name in (downward API), whose
 /// trailing ordinal becomes `node.id` when that is not set.
 pub const POD_NAME_VAR: &str = "POD_NAME";
@@ -403,6 +407,8 @@ pub struct BrokerConfig {
     pub fetch_max_bytes: usize,
     pub log_retention_check_interval_ms: u64,
     pub log_flush_offset_checkpoint_interval_ms: u64,
+    /// Start write-back of appended log bytes every this many (`rafka.log.writeback.interval.bytes`; 0 = off).
+    pub log_writeback_interval_bytes: u64,
     /// Run the log cleaner (compaction of `cleanup.policy=compact` topics).
     pub log_cleaner_enable: bool,
     /// How often the log cleaner looks for logs to compact.
@@ -716,6 +722,7 @@ impl BrokerConfig {
             fetch_max_bytes: r.long("fetch.max.bytes", 1024, i32::MAX as i64)? as usize,
             log_retention_check_interval_ms: r.long("log.retention.check.interval.ms", 1, i64::MAX)? as u64,
             log_flush_offset_checkpoint_interval_ms: r.long("log.flush.offset.checkpoint.interval.ms", 1, i64::MAX)? as u64,
+            log_writeback_interval_bytes: r.long(WRITEBACK_INTERVAL_KEY, 0, i64::MAX)? as u64,
             log_cleaner_enable: r.boolean("log.cleaner.enable")?,
             log_cleaner_backoff_ms: r.long("log.cleaner.backoff.ms", 1, i64::MAX)? as u64,
             cluster_id: r.optional("cluster.id"),
@@ -1044,5 +1051,17 @@ log.cleaner.delete.retention.ms=1000
 ", &[], &[]).is_err());
         assert!(load("log.cleaner.backoff.ms=0
 ", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn the_writeback_interval_defaults_to_a_mebibyte_and_zero_turns_it_off() {
+        assert_eq!(load("", &[], &[]).unwrap().log_writeback_interval_bytes, 1 << 20);
+        let c = load("rafka.log.writeback.interval.bytes=0\n", &[], &[]).unwrap();
+        assert_eq!(c.log_writeback_interval_bytes, 0);
+        let c = load("", &[("KAFKA_RAFKA_LOG_WRITEBACK_INTERVAL_BYTES", "65536")], &[]).unwrap();
+        assert_eq!(c.log_writeback_interval_bytes, 65536);
+        let e = load("rafka.log.writeback.interval.bytes=-1\n", &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("rafka.log.writeback.interval.bytes") && e.contains("\"-1\""), "{e}");
+        assert!(!e.contains('\n'));
     }
 }

@@ -241,10 +241,12 @@ impl Node {
         // Hosted partitions are opened once the first image says which they are; the
         // replication service is served from the start and refuses until then.
         let replicas = Arc::new(
-            ReplicaManager::new(node_id, config.log_dirs.clone(), config.topic_defaults()).map_err(|e| NodeError::Dir {
-                path: config.log_dirs[0].display().to_string(),
-                message: e.to_string(),
-            })?,
+            ReplicaManager::new(node_id, config.log_dirs.clone(), config.topic_defaults())
+                .map_err(|e| NodeError::Dir {
+                    path: config.log_dirs[0].display().to_string(),
+                    message: e.to_string(),
+                })?
+                .with_writeback_interval_bytes(config.log_writeback_interval_bytes),
         );
         let controller_api: Arc<dyn ControllerApi> = quorum.clone();
         let failover_gate = Arc::new(rafka_kafka::failover_gate::FailoverGate::new());

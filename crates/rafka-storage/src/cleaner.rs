@@ -577,15 +577,16 @@ impl PartitionLog {
                     stats.batches_removed += 1;
                 }
             }
+            // No write-back interval: the cleaned segment is synced whole below.
             if pending.len() >= WRITE_CHUNK {
-                out.append(&pending, interval, now_ms, None)?;
+                out.append(&pending, interval, now_ms, None, 0)?;
                 pending.clear();
             }
             Ok(())
         })
         .and_then(|()| {
             if !pending.is_empty() {
-                out.append(&pending, interval, now_ms, None)?;
+                out.append(&pending, interval, now_ms, None, 0)?;
             }
             Ok(())
         });

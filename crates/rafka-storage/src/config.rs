@@ -63,10 +63,19 @@ pub struct LogConfig {
     /// write-back does not allocate blocks while appends write the same file. The
     /// reservation beyond the data is released when the segment rolls or the log closes.
     pub preallocate: bool,
+    /// Start write-back of a segment's appended bytes once this many have piled up
+    /// since the last start (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`, not a
+    /// sync: it promises no durability and does not wait), so that dirty pages are
+    /// written steadily instead of in the kernel's large, late write-back storms that
+    /// stall appends. 0 = off: leave it all to the kernel. A no-op off Linux.
+    pub writeback_interval_bytes: u64,
 }
 
 /// How far ahead of the active segment's end `preallocate` reserves blocks.
 pub const PREALLOCATE_STEP: u64 = 8 << 20;
+
+/// The default [`LogConfig::writeback_interval_bytes`]: 1 MiB.
+pub const DEFAULT_WRITEBACK_INTERVAL_BYTES: u64 = 1 << 20;
 
 impl Eq for LogConfig {}
 
@@ -103,6 +112,7 @@ impl Default for LogConfig {
             flush_messages: NO_FLUSH,
             flush_ms: NO_FLUSH,
             preallocate: false,
+            writeback_interval_bytes: DEFAULT_WRITEBACK_INTERVAL_BYTES,
         }
     }
 }

@@ -738,7 +738,8 @@ impl PartitionLog {
         }
         let interval = inner.config.index_interval_bytes;
         let preallocate = inner.preallocate_up_to();
-        inner.active_mut().append(&records, interval, now_ms, preallocate)?;
+        let writeback = inner.config.writeback_interval_bytes;
+        inner.active_mut().append(&records, interval, now_ms, preallocate, writeback)?;
         inner.note_unsynced_append();
         if !pending.is_empty() {
             inner.producers.commit(pending);
@@ -801,7 +802,8 @@ impl PartitionLog {
         }
         let interval = inner.config.index_interval_bytes;
         let preallocate = inner.preallocate_up_to();
-        inner.active_mut().append(&records, interval, now_ms, preallocate)?;
+        let writeback = inner.config.writeback_interval_bytes;
+        inner.active_mut().append(&records, interval, now_ms, preallocate, writeback)?;
         inner.note_unsynced_append();
         for header in &tracked {
             inner.producers.apply(header);

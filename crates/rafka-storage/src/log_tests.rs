@@ -1680,3 +1680,104 @@ fn without_preallocate_a_segment_holds_only_its_data() {
     log.append(simple_batch(10, T0), 0, T0).unwrap();
     assert!(allocated_bytes(&segment_path(dir.path(), 0, "log")) <= 4096);
 }
+
+/// Byte ranges `(start, end)` of `path` whose blocks the filesystem has not
+/// allocated yet (delayed allocation: dirty pages no write-back has reached), from
+/// the FIEMAP ioctl without its sync flag. `None` where FIEMAP is unsupported.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn delayed_allocation_ranges(path: &Path) -> Option<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_EXTENT_DELALLOC: u32 = 0x4;
+    const MAX_EXTENTS: usize = 512;
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; MAX_EXTENTS],
+    }
+    let empty = Extent { logical: 0, physical: 0, length: 0, reserved64: [0; 2], flags: 0, reserved: [0; 3] };
+    let mut map = Box::new(Fiemap {
+        start: 0,
+        length: u64::MAX,
+        flags: 0,
+        mapped_extents: 0,
+        extent_count: MAX_EXTENTS as u32,
+        reserved: 0,
+        extents: [empty; MAX_EXTENTS],
+    });
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: `map` is a `struct fiemap` with room for `extent_count` extents, as
+    // FS_IOC_FIEMAP expects; it lives across the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut *map as *mut Fiemap) };
+    if rc != 0 {
+        return None;
+    }
+    let mapped = map.mapped_extents as usize;
+    assert!(mapped < MAX_EXTENTS, "more extents than the test reads");
+    Some(
+        map.extents[..mapped]
+            .iter()
+            .filter(|e| e.flags & FIEMAP_EXTENT_DELALLOC != 0)
+            .map(|e| (e.logical, e.logical + e.length))
+            .collect(),
+    )
+}
+
+/// A log (kept open, so nothing closes or syncs it) with 1.5 MiB appended in
+/// ~16 KiB batches at `writeback_interval_bytes`, and its one segment's path.
+#[cfg(target_os = "linux")]
+fn one_and_a_half_mebibytes_appended(
+    writeback_interval_bytes: u64,
+) -> (PartitionLog, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_with(dir.path(), LogConfig { writeback_interval_bytes, ..test_config() });
+    let value = vec![b'x'; 1000];
+    let records: Vec<_> = (0..16).map(|_| (None, Some(value.as_slice()), T0)).collect();
+    let path = segment_path(dir.path(), 0, "log");
+    while file_len(&path) < 3 << 19 {
+        log.append(build_batch(T0, &records), 0, T0).unwrap();
+    }
+    (log, dir, path)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn appends_start_write_back_every_writeback_interval_without_waiting_for_a_flush() {
+    const MIB: u64 = 1 << 20;
+    // The control, with the interval off: every appended page still waits for the
+    // kernel, so its blocks are unallocated from the start of the file.
+    let (_control_log, _control_dir, control) = one_and_a_half_mebibytes_appended(0);
+    let waiting = match delayed_allocation_ranges(&control) {
+        Some(ranges) if ranges.first().is_some_and(|r| r.0 == 0) => ranges,
+        other => {
+            eprintln!("skipped: this filesystem shows no delayed allocation to observe write-back by ({other:?})");
+            return;
+        }
+    };
+    assert!(waiting.iter().map(|r| r.1).max().unwrap() >= 3 << 19, "{waiting:?}");
+
+    let (_log, _dir, path) = one_and_a_half_mebibytes_appended(MIB);
+    let waiting = delayed_allocation_ranges(&path).unwrap();
+    // Write-back started at the first mebibyte; only the tail since waits.
+    assert!(!waiting.is_empty(), "the tail past the last start waits for the kernel");
+    assert!(
+        waiting.iter().all(|&(start, _)| start >= MIB),
+        "pages below the first mebibyte are still unallocated: {waiting:?}"
+    );
+}

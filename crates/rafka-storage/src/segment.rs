@@ -20,7 +20,7 @@ use crate::batch::{batches, verify_crc, BatchHeader, NO_TIMESTAMP};
 use crate::config::{LogConfig, PREALLOCATE_STEP};
 use crate::error::IoContext;
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::io::{read_full_at, write_all_at, BatchScanner, Scan};
+use crate::io::{read_full_at, start_writeback, write_all_at, BatchScanner, Scan};
 use crate::StorageError;
 
 pub(crate) const LOG_EXT: &str = "log";
@@ -85,6 +85,10 @@ pub(crate) struct Segment {
     /// `preallocate` failed here (unsupported by the filesystem, or full): do not try
     /// again for this segment; the appends themselves report a full disk.
     preallocate_failed: bool,
+    /// Write-back of the `.log` file was started (`sync_file_range`) below here.
+    writeback_started_to: u64,
+    /// `sync_file_range` failed on this segment: do not try again.
+    writeback_failed: bool,
 }
 
 impl Segment {
@@ -141,6 +145,8 @@ impl Segment {
             index_missing: false,
             preallocated_to: 0,
             preallocate_failed: false,
+            writeback_started_to: size & !(PAGE - 1),
+            writeback_failed: false,
         }
     }
 
@@ -284,13 +290,15 @@ impl Segment {
     /// Appends already validated, offset-assigned batches (page cache only). With
     /// `preallocate_up_to` (the segment size cap, from `preallocate`), first reserves
     /// blocks [`PREALLOCATE_STEP`] ahead of the new end when the write would pass the
-    /// reservation.
+    /// reservation. With a nonzero `writeback_interval`, then starts write-back of the
+    /// appended pages once that many bytes are waiting for it.
     pub(crate) fn append(
         &mut self,
         buf: &[u8],
         index_interval_bytes: u32,
         now_ms: i64,
         preallocate_up_to: Option<u64>,
+        writeback_interval: u64,
     ) -> Result<(), StorageError> {
         let start = self.size;
         if let Some(cap) = preallocate_up_to {
@@ -314,6 +322,9 @@ impl Segment {
         }
         self.size += buf.len() as u64;
         self.mark_dirty();
+        if writeback_interval > 0 {
+            self.start_writeback(writeback_interval);
+        }
         if self.roll_clock_ms.is_none() {
             self.roll_clock_ms = Some(now_ms);
         }
@@ -340,6 +351,23 @@ impl Segment {
                 tracing::warn!(segment = %self.log_path.display(), error = %e,
                     "cannot preallocate the segment (preallocate=true); appending without it");
             }
+        }
+    }
+
+    /// Starts write-back (without waiting for it) of the whole pages appended since
+    /// the last start, once there are at least `step` bytes of them.
+    fn start_writeback(&mut self, step: u64) {
+        if self.writeback_failed || self.size < self.writeback_started_to + step {
+            return;
+        }
+        let to = self.size & !(PAGE - 1);
+        let from = self.writeback_started_to;
+        if let Err(e) = start_writeback(&self.log, from, to - from) {
+            self.writeback_failed = true;
+            tracing::warn!(segment = %self.log_path.display(), error = %e,
+                "cannot start write-back of the segment; leaving it to the kernel");
+        } else {
+            self.writeback_started_to = to;
         }
     }
 
@@ -614,6 +642,7 @@ impl Segment {
             );
             self.log.set_len(pos).ctx("truncating", &self.log_path)?;
             self.size = pos;
+            self.writeback_started_to = self.writeback_started_to.min(pos & !(PAGE - 1));
             self.preallocated_to = 0;
         }
         // What was scanned may never have been fsynced (it was past the
@@ -702,6 +731,7 @@ impl Segment {
             .set_len(position)
             .ctx("truncating", &self.log_path)?;
         self.size = position;
+        self.writeback_started_to = self.writeback_started_to.min(position & !(PAGE - 1));
         self.preallocated_to = 0;
         self.next_offset = next_offset;
         self.offset_index.truncate_to_position(position)?;
