@@ -271,6 +271,24 @@ impl BenchCluster {
         Ok(start.elapsed())
     }
 
+    /// Deletes a topic whose figures are taken and waits until Metadata no longer
+    /// lists it (the brokers remove its logs as they apply that): a full run writes
+    /// more than many machines' free disk (over 75 GB), so no topic outlives its row.
+    pub fn delete_topic(&self, name: &str) -> anyhow::Result<()> {
+        let mut connection = self.connect()?;
+        let result = self.runtime.block_on(connection.delete_topic(name, 60_000))?;
+        if result.error_code != 0 {
+            bail!(
+                "cannot delete topic {name}: {}",
+                client::error_text(result.error_code, result.error_message.as_deref())
+            );
+        }
+        self.wait_until(Duration::from_secs(60), &format!("topic {name} to be deleted"), || {
+            let metadata = self.metadata(None)?;
+            Ok(!metadata.topics.iter().any(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name)))
+        })
+    }
+
     /// Polls `ready` every 20 ms until it holds; fails after `timeout` naming `what`.
     pub fn wait_until(
         &self,

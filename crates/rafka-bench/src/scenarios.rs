@@ -325,6 +325,9 @@ impl Bench {
                 let t = result?;
                 run.total = Some(run.total.map_or(t, |sum| sum.plus(t)));
             }
+            for run in &runs {
+                self.cluster()?.delete_topic(&run.topic)?;
+            }
             let mut pair = DurablePair { size, page_cache: None, fsync: None, niced: (None, None) };
             for mut run in runs {
                 let t = run.total.expect("every mode ran at least once");
@@ -443,6 +446,7 @@ impl Bench {
             load::produce_exactly(&cluster.bootstrap(), &topic, size, count)?;
             eprintln!("consume: reading them back");
             let t = load::consume_from_beginning(&cluster.bootstrap(), &topic, partitions, count, Duration::from_secs(600))?;
+            cluster.delete_topic(&topic)?;
             self.rows.push(
                 Row::new(
                     "consume",
@@ -516,6 +520,7 @@ impl Bench {
             _ => String::new(),
         };
         cluster.check_alive()?;
+        cluster.delete_topic(&topic)?;
         let h = &l.histogram;
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         let figure = if client_yields {
