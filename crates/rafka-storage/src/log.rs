@@ -273,9 +273,14 @@ impl Inner {
             .saturating_sub(1)
     }
 
-    /// The segment size cap to preallocate the active segment up to, if `preallocate`.
-    fn preallocate_up_to(&self) -> Option<u64> {
-        self.config.preallocate.then_some(self.config.segment_bytes)
+    /// Appends validated, offset-assigned batches to the active segment with this
+    /// log's index interval, preallocation (up to the segment size cap, if
+    /// `preallocate`) and write-back interval.
+    fn append_to_active(&mut self, records: &[u8], now_ms: i64) -> Result<(), StorageError> {
+        let config = &self.config;
+        let (interval, writeback) = (config.index_interval_bytes, config.writeback_interval_bytes);
+        let preallocate = config.preallocate.then_some(config.segment_bytes);
+        self.active_mut().append(records, interval, now_ms, preallocate, writeback)
     }
 
     /// Seals the active segment and starts a new one at the log end offset.
@@ -736,10 +741,7 @@ impl PartitionLog {
         ) {
             inner.roll(&self.dir)?;
         }
-        let interval = inner.config.index_interval_bytes;
-        let preallocate = inner.preallocate_up_to();
-        let writeback = inner.config.writeback_interval_bytes;
-        inner.active_mut().append(&records, interval, now_ms, preallocate, writeback)?;
+        inner.append_to_active(&records, now_ms)?;
         inner.note_unsynced_append();
         if !pending.is_empty() {
             inner.producers.commit(pending);
@@ -800,10 +802,7 @@ impl PartitionLog {
         ) {
             inner.roll(&self.dir)?;
         }
-        let interval = inner.config.index_interval_bytes;
-        let preallocate = inner.preallocate_up_to();
-        let writeback = inner.config.writeback_interval_bytes;
-        inner.active_mut().append(&records, interval, now_ms, preallocate, writeback)?;
+        inner.append_to_active(&records, now_ms)?;
         inner.note_unsynced_append();
         for header in &tracked {
             inner.producers.apply(header);
