@@ -257,12 +257,7 @@ impl BenchCluster {
         };
         let mut connection = self.connect()?;
         let result = self.runtime.block_on(connection.create_topic(&topic, 600_000))?;
-        if result.error_code != 0 {
-            bail!(
-                "cannot create topic {name}: {}",
-                client::error_text(result.error_code, result.error_message.as_deref())
-            );
-        }
+        accepted(&format!("create topic {name}"), result.error_code, result.error_message.as_deref())?;
         self.wait_until(Duration::from_secs(600), &format!("topic {name} to have leaders and full ISRs"), || {
             let views = self.partitions(name)?;
             Ok(views.len() == partitions as usize
@@ -277,12 +272,7 @@ impl BenchCluster {
     pub fn delete_topic(&self, name: &str) -> anyhow::Result<()> {
         let mut connection = self.connect()?;
         let result = self.runtime.block_on(connection.delete_topic(name, 60_000))?;
-        if result.error_code != 0 {
-            bail!(
-                "cannot delete topic {name}: {}",
-                client::error_text(result.error_code, result.error_message.as_deref())
-            );
-        }
+        accepted(&format!("delete topic {name}"), result.error_code, result.error_message.as_deref())?;
         self.wait_until(Duration::from_secs(60), &format!("topic {name} to be deleted"), || {
             let metadata = self.metadata(None)?;
             Ok(!metadata.topics.iter().any(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name)))
@@ -401,6 +391,14 @@ fn page_size() -> u64 {
     u64::try_from(size).unwrap_or(4096)
 }
 
+/// Fails with "cannot `what`: <the broker's error>" unless `error_code` is 0.
+fn accepted(what: &str, error_code: i16, error_message: Option<&str>) -> anyhow::Result<()> {
+    if error_code != 0 {
+        bail!("cannot {what}: {}", client::error_text(error_code, error_message));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,3 +422,4 @@ mod tests {
         assert_ne!(base, port);
     }
 }
+
